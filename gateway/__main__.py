@@ -1,0 +1,90 @@
+"""Command line: serve, check-config (and the management commands that build on them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from .app import create_app
+from .logs import configure_logging
+from .schema import ConfigError, dump
+from .settings import Settings, load_settings
+
+log = logging.getLogger("chatkit_gateway")
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def builtin_plugins() -> Mapping[str, type]:
+    from plugins import REGISTRY  # the composition root is the only place that knows plugins/
+
+    return REGISTRY
+
+
+def config_path(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    path = args.config or environ.get("GATEWAY_CONFIG")
+    if path:
+        return path
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+
+
+def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    return load_settings(config_path(args, environ), environ)
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.log.level, settings.log.format)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    app = create_app(settings, builtin_plugins())
+    runner_kwargs = dict(host=settings.server.host, port=settings.server.port, access_log=None,
+                         print=None, handler_cancellation=True,
+                         shutdown_timeout=settings.server.drain_seconds)
+    if uvloop is not None:
+        web.run_app(app, loop=uvloop.new_event_loop(), **runner_kwargs)
+    else:
+        web.run_app(app, **runner_kwargs)
+    return 0
+
+
+def check_config(settings: Settings) -> int:
+    create_app(settings, builtin_plugins())  # plugin options are validated when the chain is built
+    json.dump(dump(settings), sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m gateway", description="ChatKit gateway")
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, help_text in (("serve", "run the gateway"),
+                            ("check-config", "print the effective config (secrets masked) or the error")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
+    return root
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    environ = os.environ if environ is None else environ
+    try:
+        settings = load(args, environ)
+        if args.command == "serve":
+            return serve(settings)
+        return check_config(settings)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""create_app: the one place that wires settings, resources, routes and the plugin chain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from . import health, keys, relay
+from .chain import build_plugins, wrap
+from .forwarded import TrustedProxies
+from .lifecycle import Lifecycle
+from .middlewares import error_shape, request_context, stamp_response
+from .settings import Settings
+from .upstream import Upstream, choose_route
+
+log = logging.getLogger("chatkit_gateway")
+
+JSON_BODY_LIMIT = 1024 * 1024  # bodies the gateway reads itself (sessions, admin); the relay streams
+
+
+def model_upstream(settings: Settings) -> Upstream:
+    config = settings.upstream
+    return Upstream(
+        config.provider, config.base, api_key=config.api_key,
+        route=choose_route(config.base, config.proxy, settings.proxy_env),
+        timeouts=config.timeouts, ca_bundle=config.ca_bundle,
+        max_connections=config.max_connections, keepalive_seconds=config.keepalive_seconds,
+    )
+
+
+async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    upstream = app[keys.upstream]
+    await upstream.open()
+    key = upstream.api_key
+    log.info("ChatKit gateway up: upstream %s via %s, key %s", upstream.base, upstream.route.proxy_label,
+             f"set ({key.fingerprint})" if key else f"MISSING (set {app[keys.settings].upstream.api_key_env})",
+             extra={"upstream": upstream.name, "proxy": upstream.route.proxy_label,
+                    "key_fingerprint": key.fingerprint if key else None})
+    yield
+    await upstream.close()
+
+
+async def mark_shutting_down(app: web.Application) -> None:
+    app[keys.lifecycle].shutting_down = True
+
+
+def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = None) -> web.Application:
+    trusted = TrustedProxies(settings.server.trusted_proxies)
+    app = web.Application(middlewares=[request_context(trusted), error_shape], client_max_size=JSON_BODY_LIMIT)
+    app[keys.settings] = settings
+    app[keys.lifecycle] = Lifecycle()
+    app[keys.metrics_registry] = CollectorRegistry(auto_describe=True)
+    app[keys.upstream] = model_upstream(settings)
+    app[keys.readiness_checks] = {
+        "config": lambda: (True, settings.source or "defaults"),
+        "upstream_key": lambda: (bool(settings.upstream.api_key),
+                                 "set" if settings.upstream.api_key else f"{settings.upstream.api_key_env} is not set"),
+    }
+    app.cleanup_ctx.append(upstream_ctx)
+    app.on_shutdown.append(mark_shutting_down)
+    app.on_response_prepare.append(stamp_response)
+
+    plugins = build_plugins(settings.plugins, plugin_classes or {})
+    app[keys.plugins] = plugins
+    for plugin in plugins:
+        setup = getattr(plugin, "setup", None)
+        if setup is not None:
+            setup(app)
+
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_route("*", "/api/chatkit/{tail:.*}", wrap(relay.relay, plugins), name="chatkit_relay")
+    return app

@@ -1,0 +1,84 @@
+"""The plugin chain: plugins declared in config.yaml wrap the gateway routes, outermost first.
+
+A plugin is a class with a `name`, an optional frozen `Settings` dataclass (its options schema),
+an optional `after` tuple naming plugins that must come before it, `async __call__(request,
+handler)` and an optional `setup(app)`. Built-ins are looked up by name; anything else by
+dotted path (``package.module.ClassName``), and both follow the same contract.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+from aiohttp import web
+
+from . import keys
+from .schema import ConfigError, build
+from .settings import PluginSpec
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Plugin(Protocol):
+    name: ClassVar[str]
+    after: ClassVar[tuple[str, ...]]
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse: ...
+
+
+def load_class(name: str, builtins: Mapping[str, type], path: str) -> type:
+    if name in builtins:
+        return builtins[name]
+    module_name, _, class_name = name.rpartition(".")
+    if not module_name:
+        raise ConfigError(path, f"unknown plugin {name!r} (built-ins: {', '.join(sorted(builtins))})")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(path, f"cannot load plugin {name!r}: {exc}") from None
+
+
+def build_plugins(specs: Sequence[PluginSpec], builtins: Mapping[str, type]) -> tuple[Any, ...]:
+    """Instantiate each plugin with its validated options; reject misordered or repeated ones."""
+    plugins: list[Any] = []
+    for i, spec in enumerate(specs):
+        path = f"plugins[{i}]"
+        cls = load_class(spec.name, builtins, f"{path}.name")
+        options_cls = getattr(cls, "Settings", None)
+        if options_cls is None:
+            if spec.options:
+                raise ConfigError(f"{path}.{next(iter(spec.options))}", f"plugin {spec.name!r} takes no options")
+            plugin = cls()
+        else:
+            plugin = cls(build(options_cls, dict(spec.options), path))
+        seen = [p.name for p in plugins]
+        if plugin.name in seen:
+            raise ConfigError(path, f"plugin {plugin.name!r} is listed twice")
+        for needed in getattr(plugin, "after", ()):
+            if needed not in seen:
+                raise ConfigError(path, f"plugin {plugin.name!r} must be listed after {needed!r}")
+        plugins.append(plugin)
+    return tuple(plugins)
+
+
+def wrap(terminal: Handler, plugins: Sequence[Any]) -> Handler:
+    """One handler that runs `plugins` around `terminal`; built once per route, not per request."""
+    handler = terminal
+    for plugin in reversed(plugins):
+        handler = _bind(plugin, handler)
+    return handler
+
+
+def _bind(plugin: Any, inner: Handler) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await plugin(request, inner)
+
+    return handler
+
+
+def observe_chunks(request: web.Request, observer: Callable[[bytes], None]) -> None:
+    """Have `observer` see each body chunk the gateway streams back, as it goes out."""
+    request.setdefault(keys.chunk_observers, []).append(observer)

@@ -1,0 +1,106 @@
+"""Gateway-made errors: one class per stable code, one JSON shape for all of them.
+
+The body is always ``{"error": code, "message": text, "request_id": id, **context}``.
+Each code is documented in the README; never rename one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    message: ClassVar[str] = "The gateway failed to handle the request."
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None,
+                 **context: Any) -> None:
+        super().__init__(message or self.message)
+        self.text = message or self.message
+        self.headers = headers or {}
+        self.context = context
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        return {"error": self.code, "message": self.text, "request_id": request_id, **self.context}
+
+
+class InternalError(GatewayError):
+    pass
+
+
+class BadRequest(GatewayError):
+    status, code, message = 400, "bad_request", "The request is malformed."
+
+
+class InvalidJSON(GatewayError):
+    status, code, message = 400, "invalid_json", "The request body must be a JSON object."
+
+
+class InvalidPath(GatewayError):
+    status, code, message = 400, "invalid_path", "The path is not a valid ChatKit API path."
+
+
+class NotFound(GatewayError):
+    status, code, message = 404, "not_found", "No such route."
+
+
+class MethodNotAllowed(GatewayError):
+    status, code, message = 405, "method_not_allowed", "This method is not allowed on this route."
+
+
+class BodyTooLarge(GatewayError):
+    status, code, message = 413, "body_too_large", "The request body is larger than the gateway accepts."
+
+
+class Unauthenticated(GatewayError):
+    status, code, message = 401, "unauthenticated", "A valid credential is required."
+
+
+class InvalidClientSecret(GatewayError):
+    status, code, message = 401, "invalid_client_secret", \
+        "This client secret was not issued by this gateway, or it has expired or been cancelled."
+
+
+class Forbidden(GatewayError):
+    status, code, message = 403, "forbidden", "You are not allowed to do this."
+
+
+class TooManyRequests(GatewayError):
+    status, code, message = 429, "rate_limited", "Too many requests; slow down."
+
+
+class UpstreamNotConfigured(GatewayError):
+    status, code, message = 503, "upstream_not_configured", "The upstream API key is not configured."
+
+
+class ShuttingDown(GatewayError):
+    status, code, message = 503, "shutting_down", "The gateway is shutting down."
+
+
+class UpstreamUnavailable(GatewayError):
+    status, code, message = 502, "upstream_unavailable", "The upstream could not be reached."
+
+
+class UpstreamProxyError(GatewayError):
+    status, code, message = 502, "upstream_proxy_error", "The forward proxy refused or failed the connection."
+
+
+class UpstreamTimeout(GatewayError):
+    status, code, message = 504, "upstream_timeout", "The upstream did not answer in time."
+
+
+class UpstreamAuthFailed(GatewayError):
+    status, code, message = 502, "upstream_auth_failed", "The upstream rejected the gateway's credentials."
+
+
+class UpstreamWorkflowNotFound(GatewayError):
+    status, code, message = 502, "upstream_workflow_not_found", "The upstream does not know this workflow."
+
+
+class UpstreamRateLimited(GatewayError):
+    status, code, message = 429, "upstream_rate_limited", "The upstream is rate limiting; retry later."
+
+
+class UpstreamError(GatewayError):
+    status, code, message = 502, "upstream_error", "The upstream failed."

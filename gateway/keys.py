@@ -1,0 +1,41 @@
+"""Every typed application and request key, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+# The frozen settings the app was built from.
+settings = web.AppKey("settings", "Settings")
+# The pooled client for the model API (OpenAI or MODEL_API_BASE).
+upstream = web.AppKey("upstream", "Upstream")
+# The plugin chain, outermost first, built once by create_app.
+plugins = web.AppKey("plugins", "tuple[Plugin, ...]")
+# The SQLite store (keys, workflows, sessions, audit, routes).
+store = web.AppKey("store", "Store")
+# The merged workflow registry, held in memory.
+registry = web.AppKey("registry", "Registry")
+# The app's own Prometheus registry (never the global one).
+metrics_registry = web.AppKey("metrics_registry", "CollectorRegistry")
+# Readiness, shutdown and background tasks of this process.
+lifecycle = web.AppKey("lifecycle", "Lifecycle")
+# Named readiness checks that plugins and subsystems add: name -> () -> (ok, detail).
+readiness_checks = web.AppKey("readiness_checks", "dict[str, Callable[[], tuple[bool, str]]]")
+
+# The request id: a well-formed incoming X-Request-ID, else a new one.
+request_id = web.RequestKey("request_id", str)
+# The client's address: the peer, or the rightmost untrusted X-Forwarded-For hop.
+client_ip = web.RequestKey("client_ip", str)
+# Whether the peer is a trusted proxy, so its X-Forwarded-* headers count.
+peer_trusted = web.RequestKey("peer_trusted", bool)
+# Who is calling, once auth has run.
+principal = web.RequestKey("principal", "Principal")
+# The workflow this request is for, when it can be known without reading the body.
+workflow = web.RequestKey("workflow", "WorkflowEntry")
+# Facts about the upstream exchange (timings, bytes, events), filled by the handlers.
+exchange = web.RequestKey("exchange", "Exchange")
+# Callables that see each streamed chunk as it goes out (they must not block or keep it).
+chunk_observers = web.RequestKey("chunk_observers", "list[Callable[[bytes], None]]")
+# The route template, for logs and metric labels ("other" when nothing matched).
+route = web.RequestKey("route", str)
+# Extra values for the access log line (e.g. the ChatKit operation), set by handlers.
+log_fields = web.RequestKey("log_fields", "dict[str, Any]")

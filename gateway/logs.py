@@ -1,0 +1,87 @@
+"""Logging: JSON lines (or the seed's text form) with every secret-shaped string masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+# Anything shaped like a secret, wherever it reaches a log message.
+SECRET_PATTERNS = re.compile(
+    r"(?P<bearer>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"
+    r"|(?P<url>://)[^/\s:@]+:[^/\s@]+@"
+    r"|\b(?:sk|rk)-[A-Za-z0-9_-]{6,}"
+    r"|\b(?:ek|gk|whsec)_[A-Za-z0-9_+/=-]{4,}"
+)
+
+# Fields a JSON line may carry besides ts, level, logger and msg; anything else is dropped.
+ALLOWED_FIELDS = (
+    "request_id", "method", "route", "path", "status", "duration_ms", "upstream_ms", "ttfb_ms",
+    "bytes_in", "bytes_out", "events", "principal", "workflow", "client_ip", "upstream_status",
+    "error", "upstream", "proxy", "host", "key_fingerprint", "slug", "call_id", "number", "outcome",
+    "operation", "reason", "config", "kind", "detail",
+)
+
+
+def redact(text: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        if match.group("bearer"):
+            return match.group("bearer") + "***"
+        if match.group("url"):
+            return "://***@"
+        return match.group(0)[:3] + "***"
+
+    return SECRET_PATTERNS.sub(mask, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in the final message and in every allowed extra field."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg = redact(message)
+        record.args = None
+        for name in ALLOWED_FIELDS:
+            value = record.__dict__.get(name)
+            if isinstance(value, str):
+                record.__dict__[name] = redact(value)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in ALLOWED_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["traceback"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(levelname)-5s %(name)s - %(message)s")
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+
+def configure_logging(level: str, fmt: str, stream: Any = None) -> None:
+    """Route every logger through one handler on stdout, with redaction at the root."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").disabled = True  # the access_log plugin writes ours

@@ -1,0 +1,84 @@
+"""Core middlewares, on every route: the request context first, then the error shape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+
+from . import errors, keys
+from .exchange import Exchange
+from .forwarded import TrustedProxies
+
+log = logging.getLogger("chatkit_gateway")
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+# aiohttp's own HTTP errors, named in our shape.
+HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed, 413: errors.BodyTooLarge}
+
+
+def request_context(trusted: TrustedProxies) -> web.middleware:
+    """Request id, real client address and a fresh Exchange, before anything else runs."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-ID")
+        request[keys.request_id] = incoming if incoming and REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        peer = request.remote
+        request[keys.peer_trusted] = trusted.trusts(peer)
+        request[keys.client_ip] = trusted.client_ip(peer, request.headers.get("X-Forwarded-For"))
+        request[keys.exchange] = Exchange.begin()
+        return await handler(request)
+
+    return middleware
+
+
+def error_response(error: errors.GatewayError, request_id: str) -> web.Response:
+    response = web.json_response(error.body(request_id), status=error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+@web.middleware
+async def error_shape(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Every gateway-made error leaves as {"error", "message", "request_id", …context}."""
+    try:
+        return await handler(request)
+    except errors.GatewayError as error:
+        request[keys.exchange].error = error.code
+        return error_response(error, request[keys.request_id])
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error_class = HTTP_CODES.get(exc.status)
+        error = error_class() if error_class else errors.BadRequest(exc.reason)
+        request[keys.exchange].error = error.code
+        response = error_response(error, request[keys.request_id])
+        response.set_status(exc.status)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except (asyncio.CancelledError, ConnectionError):
+        raise  # the client went away; nothing to answer
+    except Exception:
+        log.exception("unexpected error handling %s %s", request.method, request.path,
+                      extra={"request_id": request[keys.request_id]})
+        request[keys.exchange].error = errors.InternalError.code
+        return error_response(errors.InternalError(), request[keys.request_id])
+
+
+async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the request id and Server-Timing on every response, streams included."""
+    request_id = request.get(keys.request_id)
+    if request_id is not None:
+        response.headers["X-Request-ID"] = request_id
+    exchange = request.get(keys.exchange)
+    if exchange is not None:
+        total = (time.perf_counter() - exchange.started) * 1000.0
+        upstream = exchange.upstream_wait * 1000.0
+        response.headers["Server-Timing"] = f"gateway;dur={total - upstream:.2f}, upstream;dur={upstream:.2f}"

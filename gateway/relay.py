@@ -1,0 +1,238 @@
+"""The relay: /api/chatkit/{tail} → {base}/v1/chatkit/{tail}, streaming both ways.
+
+The tail is checked on the raw path, so nothing the client encodes can leave /v1/chatkit/.
+The server key is injected for every caller except one that carries a ChatKit client secret
+(``Bearer ek_…``), whose request goes upstream as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from . import errors, keys
+from .exchange import Exchange
+from .logs import redact
+from .upstream import Upstream
+
+log = logging.getLogger("chatkit_gateway.relay")
+
+PREFIX = "/api/chatkit/"
+CHATKIT_BETA = "chatkit_beta=v1"
+SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9_.~-]*")  # no leading dot: no "." or ".."
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+# Never sent upstream: the client's own identity, cookies and routing facts, which we set ourselves.
+REQUEST_DROP = HOP_BY_HOP | frozenset({
+    "host", "cookie", "authorization", "x-api-key", "openai-beta", "x-request-id",
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip",
+    "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "forwarded",
+    "x-chatkit-workflow",
+})
+# Never sent back: the upstream's cookies and framing; aiohttp writes its own Server and Date.
+RESPONSE_DROP = HOP_BY_HOP | frozenset({"set-cookie", "server", "date", "x-request-id", "content-length"})
+
+
+def safe_tail(request: web.Request) -> str:
+    """The part after /api/chatkit/, from the raw path; anything escaping or encoded is refused."""
+    raw = request.raw_path.split("?", 1)[0]
+    if not raw.startswith(PREFIX):
+        raise errors.InvalidPath()
+    tail = raw[len(PREFIX):]
+    if not tail or not all(SAFE_SEGMENT.fullmatch(segment) for segment in tail.split("/")):
+        raise errors.InvalidPath()
+    return tail
+
+
+def client_secret_of(request: web.Request) -> str | None:
+    """The ChatKit client secret the caller presents, if any."""
+    value = request.headers.get("Authorization", "")
+    if value[:10].lower() == "bearer ek_":
+        return value[7:].strip()
+    return None
+
+
+def connection_tokens(headers: CIMultiDict[str] | web.BaseRequest) -> frozenset[str]:
+    value = headers.get("Connection") if isinstance(headers, CIMultiDict) else headers.headers.get("Connection")
+    if not value:
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.split(","))
+
+
+def upstream_headers(request: web.Request, upstream: Upstream, client_secret: str | None) -> CIMultiDict[str]:
+    """The request's headers as the upstream should see them."""
+    named = connection_tokens(request)
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower in REQUEST_DROP or lower in named:
+            continue
+        headers.add(name, value)
+    if client_secret is not None:
+        headers["Authorization"] = "Bearer " + client_secret
+        if "OpenAI-Beta" in request.headers:
+            headers["OpenAI-Beta"] = request.headers["OpenAI-Beta"]
+    else:
+        assert upstream.api_key is not None
+        headers["Authorization"] = "Bearer " + upstream.api_key.reveal()
+        headers["OpenAI-Beta"] = CHATKIT_BETA
+    headers["X-Forwarded-For"] = request[keys.client_ip]
+    forwarded_proto = request.headers.get("X-Forwarded-Proto") if request[keys.peer_trusted] else None
+    headers["X-Forwarded-Proto"] = forwarded_proto or request.scheme
+    headers["X-Request-ID"] = request[keys.request_id]
+    return headers
+
+
+def response_headers(upstream_response: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    named = connection_tokens(CIMultiDict(upstream_response.headers))
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream_response.headers.items():
+        lower = name.lower()
+        if lower in RESPONSE_DROP or lower in named:
+            continue
+        headers.add(name, value)
+    if "X-Request-ID" in upstream_response.headers:
+        headers["X-Upstream-Request-ID"] = upstream_response.headers["X-Request-ID"]
+    return headers
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+async def limited_body(request: web.Request, limit: int, exchange: Exchange) -> AsyncIterator[bytes]:
+    """The request body as it arrives, refusing to go past `limit` bytes."""
+    async for chunk in request.content.iter_any():
+        exchange.bytes_in += len(chunk)
+        if exchange.bytes_in > limit:
+            raise errors.BodyTooLarge(limit_bytes=limit)
+        yield chunk
+
+
+def request_body(request: web.Request, limit: int, exchange: Exchange) -> AsyncIterator[bytes] | None:
+    if not request.body_exists:
+        return None
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.BodyTooLarge(limit_bytes=limit)
+    return limited_body(request, limit, exchange)
+
+
+async def upstream_error_message(response: aiohttp.ClientResponse, limit: int = 8192) -> str:
+    """The upstream's error message (from an OpenAI error body, else the text), secrets masked."""
+    raw = await response.content.read(limit)
+    try:
+        body = json.loads(raw)
+        message = body["error"]["message"] if isinstance(body.get("error"), dict) else str(body)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message = raw.decode("utf-8", "replace")
+    return redact(message)[:1000]
+
+
+async def heartbeat(response: web.StreamResponse, exchange: Exchange, interval: float,
+                    last_write: list[float]) -> None:
+    """Write an SSE comment whenever the stream has been silent for `interval` seconds."""
+    while True:
+        delay = last_write[0] + interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+            continue
+        if exchange.at_event_boundary:
+            await response.write(b": keep-alive\n\n")
+        last_write[0] = time.perf_counter()
+
+
+async def pump(upstream_response: aiohttp.ClientResponse, response: web.StreamResponse,
+               exchange: Exchange, observers: Iterable[Callable[[bytes], None]],
+               heartbeat_seconds: float) -> None:
+    """Copy the upstream body to the client chunk by chunk, as it arrives."""
+    content = upstream_response.content
+    write = response.write
+    last_write = [time.perf_counter()]
+    beat = None
+    if exchange.event_stream and heartbeat_seconds > 0:
+        beat = asyncio.create_task(heartbeat(response, exchange, heartbeat_seconds, last_write))
+    try:
+        while True:
+            waited = time.perf_counter()
+            chunk = await content.readany()
+            now = time.perf_counter()
+            exchange.upstream_wait += now - waited
+            if not chunk:
+                return
+            exchange.count_chunk(chunk)
+            for observe in observers:
+                observe(chunk)
+            last_write[0] = now
+            await write(chunk)
+    finally:
+        if beat is not None:
+            beat.cancel()
+
+
+async def relay(request: web.Request) -> web.StreamResponse:
+    tail = safe_tail(request)
+    app = request.app
+    upstream = app[keys.upstream]
+    settings = app[keys.settings]
+    exchange = request[keys.exchange]
+    exchange.upstream = upstream.name
+    client_secret = client_secret_of(request)
+    if client_secret is None and not upstream.api_key:
+        raise errors.UpstreamNotConfigured()
+    headers = upstream_headers(request, upstream, client_secret)
+    body = request_body(request, settings.server.max_body_bytes, exchange)
+    url = upstream.url("/v1/chatkit/" + tail, request.rel_url.raw_query_string)
+    waited = time.perf_counter()
+    async with upstream.request(request.method, url, headers=headers, data=body) as upstream_response:
+        exchange.upstream_wait += time.perf_counter() - waited
+        exchange.upstream_status = upstream_response.status
+        if upstream_response.status in (401, 403) and client_secret is None:
+            message = await upstream_error_message(upstream_response)
+            log.error("upstream %s rejected the gateway's key (%s): %s", upstream.name,
+                      upstream_response.status, message,
+                      extra={"upstream_status": upstream_response.status, "upstream": upstream.name})
+            raise errors.UpstreamAuthFailed(upstream_status=upstream_response.status, upstream_message=message)
+        response = web.StreamResponse(status=upstream_response.status, reason=upstream_response.reason,
+                                      headers=response_headers(upstream_response))
+        if is_event_stream(upstream_response.content_type):
+            exchange.event_stream = True
+            response.headers["X-Accel-Buffering"] = "no"
+            response.headers["Cache-Control"] = "no-cache"
+        elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
+            response.content_length = upstream_response.content_length
+        await response.prepare(request)
+        try:
+            await pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()),
+                       settings.server.heartbeat_seconds)
+        except ConnectionResetError:
+            exchange.error = "client_disconnected"  # leaving the `async with` closes the upstream
+            raise
+        except aiohttp.ClientPayloadError:
+            # The upstream dropped mid-body: end the client's connection without a clean end,
+            # so it sees an incomplete stream rather than a short but "complete" one.
+            exchange.error = "upstream_disconnected"
+            log.warning("upstream %s dropped the response mid-body", upstream.name,
+                        extra={"upstream": upstream.name, "error": "upstream_disconnected"})
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            exchange.error = "upstream_timeout"
+            log.warning("upstream %s went silent past the read timeout", upstream.name,
+                        extra={"upstream": upstream.name, "error": "upstream_timeout"})
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response

@@ -1,0 +1,291 @@
+"""Settings: frozen dataclasses loaded from config.yaml, then the environment on top.
+
+Precedence is defaults < YAML < environment. The seed's variables (MODEL_PROVIDER, MODEL_API_BASE,
+MODEL_API_KEY_ENV, the key itself, CHATKIT_WORKFLOW_ID, TELEPHONY_DEFAULT_WORKFLOW_SLUG,
+HTTPS_PROXY/HTTP_PROXY/NO_PROXY) work as the seed says; any other key is overridden with
+GATEWAY__SECTION__KEY. Secrets are referenced as {$env: NAME} and held as `Secret`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit, unquote
+
+import yaml
+
+from .schema import ConfigError, Secret, build, resolve_env_refs
+
+OPENAI_BASE = "https://api.openai.com"
+ENV_PREFIX = "GATEWAY__"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """A forward proxy; credentials are kept apart from the URL so the URL can be logged."""
+
+    url: str
+    username: Secret | None = None
+    password: Secret | None = None
+    source: str = "config"
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("url", f"expected http://host:port, got {mask_url(self.url)!r}")
+        if parts.username or parts.password:
+            raise ConfigError("url", "put proxy credentials in username/password as {$env: NAME}")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    read: float = 300.0  # idle time between two reads of a stream; never a total for streams
+    total: float = 60.0  # whole non-streaming calls (session minting, call control)
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    provider: str = "openai"
+    base: str = OPENAI_BASE
+    api_key_env: str = "OPENAI_API_KEY"
+    proxy: ProxySettings | None = None
+    ca_bundle: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_connections: int = 256
+    keepalive_seconds: float = 30.0
+    api_key: Secret | None = None  # read from the variable named by api_key_env, never from the file
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("base", f"expected an http(s) URL, got {self.base!r}")
+        if parts.query or parts.fragment or parts.username:
+            raise ConfigError("base", "must not carry a query, fragment or credentials")
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise ConfigError("ca_bundle", f"no such file: {self.ca_bundle}")
+        object.__setattr__(self, "base", normalise_base(self.base))
+
+
+@dataclass(frozen=True)
+class ProxyEnvironment:
+    """HTTPS_PROXY / HTTP_PROXY / NO_PROXY as found in the environment (either case)."""
+
+    https: ProxySettings | None = None
+    http: ProxySettings | None = None
+    no_proxy: str = ""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 64 * 1024 * 1024
+    drain_seconds: float = 10.0
+    heartbeat_seconds: float = 15.0
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("port", f"expected 1-65535, got {self.port}")
+        if self.workers < 1:
+            raise ConfigError("workers", "must be at least 1")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes", "must be positive")
+        for i, cidr in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted_proxies[{i}]", f"not a CIDR: {cidr!r}") from None
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    path: str = "var/gateway.db"
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One item of `plugins:`: a built-in name or a dotted path, and its options."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    plugins: tuple[PluginSpec, ...] = ()
+    workflows: tuple[Mapping[str, Any], ...] = ()
+    start: Mapping[str, Any] = field(default_factory=dict)
+    sessions: Mapping[str, Any] = field(default_factory=dict)
+    telephony: Mapping[str, Any] = field(default_factory=dict)
+    admin: Mapping[str, Any] = field(default_factory=dict)
+    proxy_env: ProxyEnvironment = field(default_factory=ProxyEnvironment)
+    legacy_workflow_id: str | None = None  # CHATKIT_WORKFLOW_ID
+    source: str | None = None  # the file this came from, for reloads
+
+
+def normalise_base(base: str) -> str:
+    """Strip a trailing ``/`` and ``/v1`` so that ``/v1`` appears exactly once upstream."""
+    base = base.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")].rstrip("/")
+    return base
+
+
+def mask_url(url: str) -> str:
+    """The URL with any user:password replaced by ``***``."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def proxy_from_env(url: str, name: str) -> ProxySettings:
+    """A ProxySettings from a *_PROXY value, moving inline credentials out of the URL."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    try:
+        return ProxySettings(
+            url=urlunsplit((parts.scheme, host, "", "", "")),
+            username=Secret(unquote(parts.username)) if parts.username else None,
+            password=Secret(unquote(parts.password)) if parts.password else None,
+            source=f"env:{name}",
+        )
+    except ConfigError as exc:
+        raise ConfigError(name, exc.reason) from None
+
+
+def read_proxy_env(environ: Mapping[str, str]) -> ProxyEnvironment:
+    def first(*names: str) -> tuple[str, str] | None:
+        for name in names:
+            if environ.get(name):
+                return name, environ[name]
+        return None
+
+    https = first("HTTPS_PROXY", "https_proxy")
+    http = first("HTTP_PROXY", "http_proxy")
+    no_proxy = first("NO_PROXY", "no_proxy")
+    return ProxyEnvironment(
+        https=proxy_from_env(https[1], https[0]) if https else None,
+        http=proxy_from_env(http[1], http[0]) if http else None,
+        no_proxy=no_proxy[1] if no_proxy else "",
+    )
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """GATEWAY__SERVER__PORT=9000 sets raw['server']['port'] = 9000 (values parsed as YAML)."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        node = raw
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(keys), f"{name} cannot override a non-mapping")
+            node = child
+        node[keys[-1]] = yaml.safe_load(environ[name])
+
+
+def apply_seed_variables(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """The seed's variables, which win over the file."""
+    upstream = raw.setdefault("upstream", {})
+    if not isinstance(upstream, dict):
+        raise ConfigError("upstream", "expected a mapping")
+    for variable, key in (("MODEL_PROVIDER", "provider"), ("MODEL_API_BASE", "base"),
+                          ("MODEL_API_KEY_ENV", "api_key_env")):
+        if environ.get(variable):
+            upstream[key] = environ[variable]
+    provider = upstream.get("provider", "openai")
+    if provider != "openai":
+        missing = [v for v, k in (("MODEL_API_BASE", "base"), ("MODEL_API_KEY_ENV", "api_key_env"))
+                   if not upstream.get(k)]
+        if missing:
+            raise ConfigError("upstream.provider", f"MODEL_PROVIDER={provider} requires {' and '.join(missing)}")
+    if environ.get("TELEPHONY_DEFAULT_WORKFLOW_SLUG"):
+        telephony = raw.setdefault("telephony", {})
+        if isinstance(telephony, dict):
+            telephony["default_workflow"] = environ["TELEPHONY_DEFAULT_WORKFLOW_SLUG"]
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path} must hold a mapping at the top")
+    return data
+
+
+def parse_plugins(value: Any) -> list[dict[str, Any]]:
+    """`plugins:` items are {name, …options}; options are checked later by each plugin."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError("plugins", "expected a list")
+    specs = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"plugins[{i}]", "expected {name: <plugin>, …options}")
+        options = {k: v for k, v in item.items() if k != "name"}
+        specs.append({"name": item["name"], "options": options})
+    return specs
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read `path` (or nothing), apply the environment, and validate everything."""
+    raw = read_yaml(path) if path else {}
+    apply_env_overrides(raw, environ)
+    apply_seed_variables(raw, environ)
+    raw = resolve_env_refs(raw, environ)
+    raw["plugins"] = parse_plugins(raw.get("plugins"))
+    for key in ("proxy_env", "legacy_workflow_id", "source"):
+        if key in raw:
+            raise ConfigError(key, "unknown key")
+    if isinstance(raw.get("upstream"), dict) and "api_key" in raw["upstream"]:
+        raise ConfigError("upstream.api_key", "name the key's variable with api_key_env (MODEL_API_KEY_ENV)")
+    settings: Settings = build(Settings, raw)
+    key = environ.get(settings.upstream.api_key_env)
+    return dataclasses.replace(
+        settings,
+        upstream=dataclasses.replace(settings.upstream, api_key=Secret(key) if key else None),
+        proxy_env=read_proxy_env(environ),
+        legacy_workflow_id=environ.get("CHATKIT_WORKFLOW_ID") or None,
+        source=str(path) if path else None,
+    )

@@ -1,0 +1,176 @@
+"""Upstream: one pooled client session per upstream, its proxy, its trust store and its timeouts.
+
+Failures below HTTP become GatewayErrors here, once, so every caller maps them the same way:
+a forward proxy that refuses is `upstream_proxy_error` (naming the proxy host, never its
+credentials), an unreachable host `upstream_unavailable`, a slow one `upstream_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import proxy_bypass_environment
+
+import aiohttp
+import certifi
+from yarl import URL
+
+from . import errors
+from .schema import Secret
+from .settings import ProxyEnvironment, ProxySettings, Timeouts
+
+log = logging.getLogger("chatkit_gateway.upstream")
+
+
+@dataclass(frozen=True)
+class Route:
+    """How requests to one upstream travel: through which proxy, with which credentials."""
+
+    proxy: URL | None
+    proxy_auth: aiohttp.BasicAuth | None
+    proxy_label: str  # host:port of the proxy, or "direct"; safe to log
+
+
+def choose_route(base: str, explicit: ProxySettings | None, env: ProxyEnvironment) -> Route:
+    """An explicit `proxy:` wins; otherwise HTTPS_PROXY/HTTP_PROXY by scheme, unless NO_PROXY matches."""
+    proxy = explicit
+    if proxy is None:
+        parts = urlsplit(base)
+        proxy = env.https if parts.scheme == "https" else env.http
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        if proxy and env.no_proxy and proxy_bypass_environment(host, {"no": env.no_proxy}):
+            proxy = None
+    if proxy is None:
+        return Route(None, None, "direct")
+    auth = None
+    if proxy.username is not None:
+        password = proxy.password.reveal() if proxy.password else ""
+        auth = aiohttp.BasicAuth(proxy.username.reveal(), password)
+    url = URL(proxy.url)
+    return Route(url, auth, f"{url.host}:{url.port}")
+
+
+def trust_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """certifi's roots, the OS store, and an optional bundle (for TLS-inspecting proxies)."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.load_default_certs()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+def connection_tracer() -> aiohttp.TraceConfig:
+    """At DEBUG, one line per new upstream connection, like the seed's connect_tcp.started."""
+
+    async def on_request_start(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        ctx.host = params.url.host
+
+    async def on_connection_create_start(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        proxy = getattr(ctx.trace_request_ctx, "proxy_label", None) if ctx.trace_request_ctx else None
+        log.debug("connect_tcp.started host=%r proxy=%r", getattr(ctx, "host", None), proxy or "direct",
+                  extra={"host": getattr(ctx, "host", None), "proxy": proxy or "direct"})
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    trace.on_connection_create_start.append(on_connection_create_start)
+    return trace
+
+
+class Upstream:
+    """A named upstream base URL with its pooled session. Open in cleanup_ctx, then use."""
+
+    def __init__(self, name: str, base: str, *, api_key: Secret | None, route: Route,
+                 timeouts: Timeouts, ca_bundle: str | None = None, max_connections: int = 256,
+                 keepalive_seconds: float = 30.0) -> None:
+        self.name = name
+        self.base = base
+        self.api_key = api_key
+        self.route = route
+        self.timeouts = timeouts
+        self.ca_bundle = ca_bundle
+        self.max_connections = max_connections
+        self.keepalive_seconds = keepalive_seconds
+        self.stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect,
+                                                    sock_read=timeouts.read)
+        self.call_timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect)
+        self._session: aiohttp.ClientSession | None = None
+        self._trace_ctx = SimpleNamespace(proxy_label=route.proxy_label)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Upstream used before open()"
+        return self._session
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections, limit_per_host=0, keepalive_timeout=self.keepalive_seconds,
+            ssl=trust_context(self.ca_bundle), enable_cleanup_closed=False,
+        )
+        tracers = [connection_tracer()] if log.isEnabledFor(logging.DEBUG) else []
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, trust_env=False, trace_configs=tracers,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, path: str, query: str = "") -> URL:
+        """`path` must already be safe and percent-encoded; it is appended to the base as is."""
+        raw = self.base + path + ("?" + query if query else "")
+        return URL(raw, encoded=True)
+
+    @asynccontextmanager
+    async def request(self, method: str, url: URL, *, headers: Any, data: Any = None,
+                      stream: bool = True) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send one request; transport failures before the response become GatewayErrors."""
+        try:
+            response = await self.session.request(
+                method, url, headers=headers, data=data, allow_redirects=False,
+                proxy=self.route.proxy, proxy_auth=self.route.proxy_auth,
+                timeout=self.stream_timeout if stream else self.call_timeout,
+                trace_request_ctx=self._trace_ctx,
+            )
+        except aiohttp.ClientHttpProxyError as exc:
+            raise self._proxy_failure(f"the proxy answered {exc.status}") from None
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise self._proxy_failure(f"cannot connect to the proxy ({exc.os_error.strerror or exc})") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise self._unavailable(f"TLS verification of {url.host} failed: {exc.certificate_error}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._unavailable(f"cannot connect to {url.host}:{url.port} "
+                                    f"({exc.os_error.strerror or exc.os_error})") from None
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            log.warning("upstream %s timed out", self.name, extra={"upstream": self.name})
+            raise errors.UpstreamTimeout() from None
+        except aiohttp.ClientError as exc:
+            raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
+        try:
+            if response.status == 407 and self.route.proxy is not None:
+                raise self._proxy_failure("the proxy asked for credentials (407)")
+            yield response
+        finally:
+            response.release()
+
+    def _proxy_failure(self, reason: str) -> errors.GatewayError:
+        log.warning("forward proxy %s failed: %s", self.route.proxy_label, reason,
+                    extra={"upstream": self.name, "proxy": self.route.proxy_label})
+        return errors.UpstreamProxyError(f"The forward proxy {self.route.proxy_label} failed: {reason}.",
+                                         proxy=self.route.proxy_label)
+
+    def _unavailable(self, reason: str) -> errors.GatewayError:
+        log.warning("upstream %s unreachable: %s", self.name, reason,
+                    extra={"upstream": self.name, "proxy": self.route.proxy_label})
+        return errors.UpstreamUnavailable(f"The upstream could not be reached: {reason}.")

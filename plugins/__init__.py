@@ -1,0 +1,3 @@
+"""Built-in plugins, by the name config.yaml uses for them."""
+
+REGISTRY: dict[str, type] = {}
