@@ -14,6 +14,7 @@ from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
 from .middlewares import error_shape, request_context, stamp_response
 from .settings import Settings
+from .storage import Store
 from .upstream import Upstream, choose_route
 
 log = logging.getLogger("chatkit_gateway")
@@ -43,6 +44,13 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await upstream.close()
 
 
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[keys.store]
+    await store.open()
+    yield
+    await store.close()
+
+
 async def mark_shutting_down(app: web.Application) -> None:
     app[keys.lifecycle].shutting_down = True
 
@@ -54,11 +62,14 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     app[keys.lifecycle] = Lifecycle()
     app[keys.metrics_registry] = CollectorRegistry(auto_describe=True)
     app[keys.upstream] = model_upstream(settings)
+    app[keys.store] = Store(settings.storage.path)
     app[keys.readiness_checks] = {
         "config": lambda: (True, settings.source or "defaults"),
         "upstream_key": lambda: (bool(settings.upstream.api_key),
                                  "set" if settings.upstream.api_key else f"{settings.upstream.api_key_env} is not set"),
+        "storage": lambda: (app[keys.store].is_open, settings.storage.path),
     }
+    app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(upstream_ctx)
     app.on_shutdown.append(mark_shutting_down)
     app.on_response_prepare.append(stamp_response)

@@ -16,6 +16,8 @@ store = web.AppKey("store", "Store")
 registry = web.AppKey("registry", "Registry")
 # The app's own Prometheus registry (never the global one).
 metrics_registry = web.AppKey("metrics_registry", "CollectorRegistry")
+# True once an auth plugin is in the chain: then the server key is only used for a principal.
+auth_required = web.AppKey("auth_required", bool)
 # Readiness, shutdown and background tasks of this process.
 lifecycle = web.AppKey("lifecycle", "Lifecycle")
 # Named readiness checks that plugins and subsystems add: name -> () -> (ok, detail).

@@ -55,6 +55,23 @@ def safe_tail(request: web.Request) -> str:
     return tail
 
 
+STATIC_SEGMENTS = frozenset({"sessions", "cancel", "threads", "items", "conversation", "files", "domain_keys",
+                             "verify", "verify_hosted"})
+
+
+def route_template(tail: str) -> str:
+    """A bounded label for a relayed path: ids become {id}; anything unfamiliar is "other"."""
+    parts = []
+    for i, segment in enumerate(tail.split("/")):
+        if segment in STATIC_SEGMENTS:
+            parts.append(segment)
+        elif i > 0 and "_" in segment and segment.split("_", 1)[0].isalpha():
+            parts.append("{id}")
+        else:
+            return "other"
+    return "/api/chatkit/" + "/".join(parts)
+
+
 def client_secret_of(request: web.Request) -> str | None:
     """The ChatKit client secret the caller presents, if any."""
     value = request.headers.get("Authorization", "")
@@ -182,14 +199,18 @@ async def pump(upstream_response: aiohttp.ClientResponse, response: web.StreamRe
 
 async def relay(request: web.Request) -> web.StreamResponse:
     tail = safe_tail(request)
+    request[keys.route] = route_template(tail)
     app = request.app
     upstream = app[keys.upstream]
     settings = app[keys.settings]
     exchange = request[keys.exchange]
     exchange.upstream = upstream.name
     client_secret = client_secret_of(request)
-    if client_secret is None and not upstream.api_key:
-        raise errors.UpstreamNotConfigured()
+    if client_secret is None:
+        if app.get(keys.auth_required) and keys.principal not in request:
+            raise errors.Unauthenticated()  # the server key is never used for an anonymous caller
+        if not upstream.api_key:
+            raise errors.UpstreamNotConfigured()
     headers = upstream_headers(request, upstream, client_secret)
     body = request_body(request, settings.server.max_body_bytes, exchange)
     url = upstream.url("/v1/chatkit/" + tail, request.rel_url.raw_query_string)

@@ -1,0 +1,215 @@
+"""Store: every SQL statement the gateway runs, behind one small interface (SQLite via aiosqlite).
+
+WAL mode, a busy timeout, and forward-only migrations numbered by `PRAGMA user_version`.
+Nothing on the request hot path waits on this: callers keep what they need in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+# Each entry moves the schema one version forward; never edit a released entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE workflows (
+        id INTEGER PRIMARY KEY,
+        slug TEXT NOT NULL UNIQUE,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        principal TEXT NOT NULL,
+        slug TEXT NOT NULL,
+        secret_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active'
+    );
+    CREATE INDEX sessions_expires_at ON sessions (expires_at);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object TEXT NOT NULL,
+        before TEXT,
+        after TEXT
+    );
+    CREATE INDEX audit_at ON audit (at);
+    CREATE TABLE telephony_routes (
+        id INTEGER PRIMARY KEY,
+        number TEXT NOT NULL UNIQUE,
+        slug TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)
+
+
+class Conflict(Exception):
+    """A unique value (slug, key name, number) already exists."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    name: str
+    prefix: str
+    hash: str
+    is_admin: bool
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at: float
+    actor: str
+    action: str
+    object: str
+    before: Any
+    after: Any
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        assert self._db is not None, "Store used before open()"
+        return self._db
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        await self._db.execute("PRAGMA busy_timeout = 5000")
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def migrate(self) -> None:
+        (version,) = await self._one("PRAGMA user_version")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self.db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    async def data_version(self) -> int:
+        """Changes when another connection (a CLI, another worker) commits: a cheap change probe."""
+        (version,) = await self._one("PRAGMA data_version")
+        return int(version)
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        async with self.db.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        async with self.db.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement; a UNIQUE violation becomes Conflict. Returns the rows changed."""
+        try:
+            async with self.db.execute(sql, tuple(params)) as cursor:
+                return cursor.rowcount
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    # API keys -----------------------------------------------------------------------------
+
+    async def add_key(self, name: str, prefix: str, key_hash: str, is_admin: bool) -> None:
+        await self._write("INSERT INTO api_keys (name, prefix, hash, is_admin, created_at) VALUES (?, ?, ?, ?, ?)",
+                          (name, prefix, key_hash, int(is_admin), time.time()))
+
+    async def replace_key(self, name: str, prefix: str, key_hash: str, is_admin: bool) -> None:
+        """Create `name`, or give it a new secret and role (the bootstrap admin key)."""
+        await self._write(
+            "INSERT INTO api_keys (name, prefix, hash, is_admin, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET prefix = excluded.prefix, hash = excluded.hash, "
+            "is_admin = excluded.is_admin, revoked_at = NULL",
+            (name, prefix, key_hash, int(is_admin), time.time()))
+
+    async def list_keys(self) -> list[KeyRecord]:
+        rows = await self._all("SELECT name, prefix, hash, is_admin, created_at, revoked_at FROM api_keys ORDER BY id")
+        return [KeyRecord(r["name"], r["prefix"], r["hash"], bool(r["is_admin"]), r["created_at"], r["revoked_at"])
+                for r in rows]
+
+    async def revoke_key(self, name_or_prefix: str) -> int:
+        return await self._write("UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND (name = ? OR prefix = ?)",
+                                 (time.time(), name_or_prefix, name_or_prefix))
+
+    # Key-value settings (the Start workflow) -------------------------------------------------
+
+    async def get_value(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM kv WHERE key = ?", (key,))
+        return None if row is None else row["value"]
+
+    async def set_value(self, key: str, value: str | None) -> None:
+        if value is None:
+            await self._write("DELETE FROM kv WHERE key = ?", (key,))
+        else:
+            await self._write("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                              (key, value))
+
+    # Audit ---------------------------------------------------------------------------------
+
+    async def audit(self, actor: str, action: str, obj: str, before: Any = None, after: Any = None) -> None:
+        await self._write("INSERT INTO audit (at, actor, action, object, before, after) VALUES (?, ?, ?, ?, ?, ?)",
+                          (time.time(), actor, action, obj, _json(before), _json(after)))
+
+    async def list_audit(self, *, actor: str | None = None, obj: str | None = None, limit: int = 200) -> list[AuditRecord]:
+        clauses, params = [], []
+        if actor:
+            clauses.append("actor = ?")
+            params.append(actor)
+        if obj:
+            clauses.append("object = ?")
+            params.append(obj)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._all(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [AuditRecord(r["id"], r["at"], r["actor"], r["action"], r["object"],
+                            _unjson(r["before"]), _unjson(r["after"])) for r in rows]
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _unjson(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
