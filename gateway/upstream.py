@@ -34,7 +34,7 @@ class Route:
     """How requests to one upstream travel: through which proxy, with which credentials."""
 
     proxy: URL | None
-    proxy_auth: aiohttp.BasicAuth | None
+    proxy_headers: dict[str, str] | None  # Proxy-Authorization, sent to the proxy only
     proxy_label: str  # host:port of the proxy, or "direct"; safe to log
 
 
@@ -51,12 +51,12 @@ def choose_route(base: str, explicit: ProxySettings | None, env: ProxyEnvironmen
             proxy = None
     if proxy is None:
         return Route(None, None, "direct")
-    auth = None
+    headers = None
     if proxy.username is not None:
         password = proxy.password.reveal() if proxy.password else ""
-        auth = aiohttp.BasicAuth(proxy.username.reveal(), password)
+        headers = {"Proxy-Authorization": aiohttp.encode_basic_auth(proxy.username.reveal(), password)}
     url = URL(proxy.url)
-    return Route(url, auth, f"{url.host}:{url.port}")
+    return Route(url, headers, f"{url.host}:{url.port}")
 
 
 def trust_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -139,7 +139,7 @@ class Upstream:
         try:
             response = await self.session.request(
                 method, url, headers=headers, data=data, allow_redirects=False,
-                proxy=self.route.proxy, proxy_auth=self.route.proxy_auth,
+                proxy=self.route.proxy, proxy_headers=self.route.proxy_headers,
                 timeout=self.stream_timeout if stream else self.call_timeout,
                 trace_request_ctx=self._trace_ctx,
             )
