@@ -8,9 +8,10 @@ credentials), an unreachable host `upstream_unavailable`, a slow one `upstream_t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from urllib.request import proxy_bypass_environment
 
 import aiohttp
 import certifi
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import errors
@@ -83,6 +85,32 @@ def connection_tracer() -> aiohttp.TraceConfig:
     trace.on_request_start.append(on_request_start)
     trace.on_connection_create_start.append(on_connection_create_start)
     return trace
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A whole, non-streamed upstream answer."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def body_error(exc: BaseException) -> errors.GatewayError | None:
+    """The GatewayError our request-body generator raised, if that is what broke the send."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, errors.GatewayError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class Upstream:
@@ -156,6 +184,9 @@ class Upstream:
             log.warning("upstream %s timed out", self.name, extra={"upstream": self.name})
             raise errors.UpstreamTimeout() from None
         except aiohttp.ClientError as exc:
+            raised_by_body = body_error(exc)
+            if raised_by_body is not None:
+                raise raised_by_body from None  # e.g. body_too_large, from the streamed request body
             raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
         try:
             if response.status == 407 and self.route.proxy is not None:
@@ -163,6 +194,24 @@ class Upstream:
             yield response
         finally:
             response.release()
+
+    async def post_json(self, path: str, body: Mapping[str, Any] | None, *,
+                        headers: Mapping[str, str] | None = None) -> Reply:
+        """POST `body` as JSON (or nothing) with the server key, under the call timeout; read the whole answer."""
+        if not self.api_key:
+            raise errors.UpstreamNotConfigured()
+        sent = {"Authorization": "Bearer " + self.api_key.reveal(), "Accept": "application/json",
+                "Content-Type": "application/json", **(headers or {})}
+        data = json.dumps(body).encode() if body is not None else b""
+        async with self.request("POST", self.url(path), headers=sent, data=data, stream=False) as response:
+            try:
+                raw = await response.read()
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                log.warning("upstream %s timed out", self.name, extra={"upstream": self.name})
+                raise errors.UpstreamTimeout() from None
+            except aiohttp.ClientError as exc:
+                raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
+            return Reply(response.status, response.headers, raw)
 
     def _proxy_failure(self, reason: str) -> errors.GatewayError:
         log.warning("forward proxy %s failed: %s", self.route.proxy_label, reason,
