@@ -22,13 +22,27 @@ from urllib.request import proxy_bypass_environment
 import aiohttp
 import certifi
 from multidict import CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from . import errors
+from .logs import redact
 from .schema import Secret
 from .settings import ProxyEnvironment, ProxySettings, Timeouts
 
 log = logging.getLogger("chatkit_gateway.upstream")
+
+CHATKIT_BETA = "chatkit_beta=v1"  # the OpenAI-Beta value every ChatKit REST call carries
+
+
+def error_message(raw: bytes) -> str:
+    """The message of an upstream error body (OpenAI's shape, else the text), secrets masked."""
+    try:
+        body = json.loads(raw)
+        message = body["error"]["message"] if isinstance(body.get("error"), dict) else str(body)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message = raw.decode("utf-8", "replace")
+    return redact(message)[:1000]
 
 
 @dataclass(frozen=True)
@@ -95,12 +109,19 @@ class Reply:
     headers: CIMultiDictProxy[str]
     body: bytes
 
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
     def json(self) -> Any:
         """The body parsed as JSON, or None when it is not JSON."""
         try:
             return json.loads(self.body)
         except ValueError:
             return None
+
+    def error_message(self) -> str:
+        return error_message(self.body)
 
 
 def body_error(exc: BaseException) -> errors.GatewayError | None:
@@ -164,6 +185,10 @@ class Upstream:
     async def request(self, method: str, url: URL, *, headers: Any, data: Any = None,
                       stream: bool = True) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request; transport failures before the response become GatewayErrors."""
+        if self.route.proxy_headers and url.scheme == "http":
+            # Plain HTTP through a proxy has no CONNECT: the proxy reads its credentials from the request.
+            headers = CIMultiDict(headers or {})
+            headers.update(self.route.proxy_headers)
         try:
             response = await self.session.request(
                 method, url, headers=headers, data=data, allow_redirects=False,
