@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+from fakes.openai_upstream import FakeOpenAI, start_fake
 from tests.harness import gateway_settings, start_gateway
 from tests.support.fixtures import auth_forward_proxy, forward_proxy, refusing_proxy_url, test_ca  # noqa: F401
 
