@@ -8,6 +8,7 @@ import pytest
 
 from fakes.openai_upstream import FakeOpenAI, start_fake
 from tests.harness import gateway_settings, start_gateway
+from tests.support.aio import wait_server_idle
 from tests.support.fixtures import auth_forward_proxy, forward_proxy, refusing_proxy_url, test_ca  # noqa: F401
 
 SESSION = {"user": "u1", "workflow": {"id": "wf_proxy"}}
@@ -18,6 +19,7 @@ async def tls_fake(test_ca):  # noqa: F811
     fake = FakeOpenAI()
     runner, _ = await start_fake(fake, ssl_context=test_ca.server_ssl_context())
     yield fake
+    await wait_server_idle(runner)  # let TLS connections finish closing before the server goes
     await runner.cleanup()
 
 
