@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 CONFIG ?= config.yaml
 
-.PHONY: run test test-deps install install-test bench check-config clean
+.PHONY: run test test-deps install install-test bench check-config doctor clean
 
 $(VENV)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ run: install
 
 check-config: install
 	$(PY) -m gateway check-config --config $(CONFIG)
+
+doctor: install
+	$(PY) -m gateway doctor --config $(CONFIG)
 
 test-deps:
 	bash scripts/install-test-deps.sh

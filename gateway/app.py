@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from . import health, keys, relay
+from . import diag, health, keys, relay
 from .chain import build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
@@ -83,5 +83,7 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
 
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    # before the relay's catch-all, which would match it
+    app.router.add_route("GET", diag.ROUTE, wrap(diag.diag_stream, plugins), name="diag_stream")
     app.router.add_route("*", "/api/chatkit/{tail:.*}", wrap(relay.relay, plugins), name="chatkit_relay")
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
 from . import keys
@@ -20,5 +22,6 @@ async def readyz(request: web.Request) -> web.Response:
     body = {
         "status": "ready" if ready else "not_ready",
         "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
+        "pid": os.getpid(),  # which worker answered, when server.workers > 1
     }
     return web.json_response(body, status=200 if ready else 503)
