@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from .app import create_app
-from .doctor import run as run_doctor
 from .logs import configure_logging
+from .registry import preview
 from .schema import ConfigError, dump
 from .settings import Settings, load_settings
 
@@ -40,13 +40,13 @@ def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     return load_settings(config_path(args, environ), environ)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     configure_logging(settings.log.level, settings.log.format)
     try:
         import uvloop
     except ImportError:
         uvloop = None
-    app = create_app(settings, builtin_plugins())
+    app = create_app(settings, builtin_plugins(), environ)
     runner_kwargs = dict(host=settings.server.host, port=settings.server.port, access_log=None,
                          print=None, handler_cancellation=True,
                          shutdown_timeout=settings.server.drain_seconds)
@@ -57,16 +57,19 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def check_config(settings: Settings) -> int:
-    create_app(settings, builtin_plugins())  # plugin options are validated when the chain is built
+def check_config(settings: Settings, environ: Mapping[str, str]) -> int:
+    create_app(settings, builtin_plugins(), environ)  # plugin options are validated when the chain is built
     json.dump(dump(settings), sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+    catalog = asyncio.run(preview(settings))
+    for entry, winner in catalog.shadowed:
+        print(f"warning: workflow {entry.slug!r} from {entry.source} is shadowed by the {winner.source} entry "
+              "of the same slug", file=sys.stderr)
+    if catalog.start is not None and catalog.find(catalog.start) is None:
+        default = catalog.default()
+        print(f"warning: the Start workflow {catalog.start!r} does not exist; the default is "
+              f"{default.slug if default else 'nothing'!r}", file=sys.stderr)
     return 0
-
-
-def doctor(settings: Settings, args: argparse.Namespace) -> int:
-    configure_logging("CRITICAL", "text", stream=sys.stderr)  # the checks' own lines say what went wrong
-    return asyncio.run(run_doctor(settings, sys.stdout, url=args.url, api_key=args.api_key))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,10 +79,6 @@ def parser() -> argparse.ArgumentParser:
                             ("check-config", "print the effective config (secrets masked) or the error")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
-    check = commands.add_parser("doctor", help="check the way in (buffering) and the way out (proxy, key, clock)")
-    check.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
-    check.add_argument("--url", help="the gateway's public URL, as clients reach it (default: server.host:port)")
-    check.add_argument("--api-key", help="a gateway key, when an auth plugin guards /api/chatkit")
     return root
 
 
@@ -89,10 +88,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = load(args, environ)
         if args.command == "serve":
-            return serve(settings)
-        if args.command == "doctor":
-            return doctor(settings, args)
-        return check_config(settings)
+            return serve(settings, environ)
+        return check_config(settings, environ)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
-from . import diag, health, keys, relay
+from . import health, hosted, keys, relay, sessions
 from .chain import build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
 from .middlewares import error_shape, request_context, stamp_response
-from .settings import Settings
+from .registry import FileSources, Registry, registry_ctx
+from .sessions import SessionBook, sessions_ctx
+from .settings import Settings, load_settings
 from .storage import Store
 from .upstream import Upstream, choose_route
 
@@ -55,7 +58,19 @@ async def mark_shutting_down(app: web.Application) -> None:
     app[keys.lifecycle].shutting_down = True
 
 
-def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = None) -> web.Application:
+def workflow_registry(app: web.Application, environ: Mapping[str, str]) -> Registry:
+    """The registry, re-reading config.yaml (and the environment it was loaded with) on reload."""
+    settings = app[keys.settings]
+    return Registry(
+        app[keys.store], FileSources.of(settings),
+        reread=lambda: FileSources.of(load_settings(settings.source, environ)),
+        upstream_key_set=bool(settings.upstream.api_key),
+        on_reload=lambda result: app[keys.config_reloads].labels(result=result).inc(),
+    )
+
+
+def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = None,
+               environ: Mapping[str, str] | None = None) -> web.Application:
     trusted = TrustedProxies(settings.server.trusted_proxies)
     app = web.Application(middlewares=[request_context(trusted), error_shape], client_max_size=JSON_BODY_LIMIT)
     app[keys.settings] = settings
@@ -63,6 +78,10 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     app[keys.metrics_registry] = CollectorRegistry(auto_describe=True)
     app[keys.upstream] = model_upstream(settings)
     app[keys.store] = Store(settings.storage.path)
+    app[keys.config_reloads] = Counter("gateway_config_reloads", "Reloads of workflows: and start: by result.",
+                                       ["result"], registry=app[keys.metrics_registry])
+    app[keys.registry] = workflow_registry(app, os.environ if environ is None else environ)
+    app[keys.sessions] = SessionBook(app[keys.store], settings.sessions)
     app[keys.readiness_checks] = {
         "config": lambda: (True, settings.source or "defaults"),
         "upstream_key": lambda: (bool(settings.upstream.api_key),
@@ -71,6 +90,8 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     }
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(registry_ctx)
+    app.cleanup_ctx.append(sessions_ctx)
     app.on_shutdown.append(mark_shutting_down)
     app.on_response_prepare.append(stamp_response)
 
@@ -83,7 +104,17 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
 
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    # before the relay's catch-all, which would match it
-    app.router.add_route("GET", diag.ROUTE, wrap(diag.diag_stream, plugins), name="diag_stream")
+    gateway_routes = (
+        ("POST", "/api/chatkit/session", sessions.create_session, "chatkit_session"),
+        ("POST", "/api/chatkit/session/{session_id}/cancel", sessions.cancel_session, "chatkit_session_cancel"),
+        ("GET", "/api/chatkit/hosted", hosted.list_workflows, "hosted_list"),
+        ("POST", "/api/chatkit/hosted", hosted.create_workflow, "hosted_create"),
+        ("PATCH", "/api/chatkit/hosted/{slug}", hosted.update_workflow, "hosted_update"),
+        ("DELETE", "/api/chatkit/hosted/{slug}", hosted.delete_workflow, "hosted_delete"),
+        ("PUT", "/api/chatkit/start", hosted.set_start, "hosted_start"),
+        ("POST", "/api/admin/reload", hosted.reload_config, "admin_reload"),
+    )
+    for method, path, handler, name in gateway_routes:  # before the relay's catch-all, which would match them
+        app.router.add_route(method, path, wrap(handler, plugins), name=name)
     app.router.add_route("*", "/api/chatkit/{tail:.*}", wrap(relay.relay, plugins), name="chatkit_relay")
     return app

@@ -104,3 +104,41 @@ class UpstreamRateLimited(GatewayError):
 
 class UpstreamError(GatewayError):
     status, code, message = 502, "upstream_error", "The upstream failed."
+
+
+class InvalidField(GatewayError):
+    status, code, message = 400, "invalid_field", "A field of the request is invalid."
+
+
+class InvalidSlug(GatewayError):
+    status, code, message = 400, "invalid_slug", \
+        "A slug is 1 to 63 characters among a-z, 0-9, '_' and '-', starting with a letter or a digit."
+
+
+class InvalidWorkflowId(GatewayError):
+    status, code, message = 400, "invalid_workflow_id", "A workflow id is wf_ followed by letters and digits."
+
+
+class HostedWorkflowNotConfigured(GatewayError):
+    status, code, message = 400, "hosted_workflow_not_configured", "No hosted workflow is configured on this gateway."
+
+
+class HostedWorkflowNotFound(GatewayError):
+    status, code, message = 404, "hosted_workflow_not_found", "No hosted workflow has the requested slug."
+
+
+class HostedWorkflowConflict(GatewayError):
+    status, code, message = 409, "hosted_workflow_conflict", "A workflow with this slug already exists."
+
+
+class HostedWorkflowReadOnly(GatewayError):
+    status, code, message = 409, "hosted_workflow_read_only", \
+        "This workflow is declared in config.yaml or CHATKIT_WORKFLOW_ID; change it there."
+
+
+class SessionNotFound(GatewayError):
+    status, code, message = 404, "session_not_found", "No such session."
+
+
+class ConfigInvalid(GatewayError):
+    status, code, message = 400, "config_invalid", "The config file is invalid; the running config is kept."

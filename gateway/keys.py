@@ -14,6 +14,10 @@ plugins = web.AppKey("plugins", "tuple[Plugin, ...]")
 store = web.AppKey("store", "Store")
 # The merged workflow registry, held in memory.
 registry = web.AppKey("registry", "Registry")
+# Issued ChatKit sessions by client-secret hash, held in memory; also derives upstream user ids.
+sessions = web.AppKey("sessions", "SessionBook")
+# Config reloads by result (ok | error): gateway_config_reloads_total, made by create_app.
+config_reloads = web.AppKey("config_reloads", "Counter")
 # The app's own Prometheus registry (never the global one).
 metrics_registry = web.AppKey("metrics_registry", "CollectorRegistry")
 # True once an auth plugin is in the chain: then the server key is only used for a principal.

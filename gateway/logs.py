@@ -85,3 +85,4 @@ def configure_logging(level: str, fmt: str, stream: Any = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").disabled = True  # the access_log plugin writes ours
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # its DEBUG lines carry SQL parameters: stored key material

@@ -2,13 +2,13 @@
 
 The tail is checked on the raw path, so nothing the client encodes can leave /v1/chatkit/.
 The server key is injected for every caller except one that carries a ChatKit client secret
-(``Bearer ek_…``), whose request goes upstream as it is.
+(``Bearer ek_…``), whose request goes upstream as it is, provided this gateway issued that secret
+and it has neither expired nor been cancelled. Sessions minted through the relay are recorded too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -18,15 +18,13 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import errors, keys
+from . import errors, keys, sessions
 from .exchange import Exchange
-from .logs import redact
-from .upstream import Upstream
+from .upstream import CHATKIT_BETA, Upstream, error_message
 
 log = logging.getLogger("chatkit_gateway.relay")
 
 PREFIX = "/api/chatkit/"
-CHATKIT_BETA = "chatkit_beta=v1"
 SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9_.~-]*")  # no leading dot: no "." or ".."
 
 HOP_BY_HOP = frozenset({
@@ -40,8 +38,6 @@ REQUEST_DROP = HOP_BY_HOP | frozenset({
     "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "forwarded",
     "x-chatkit-workflow",
 })
-# On every event stream the gateway sends: no proxy may buffer it, no cache may keep it.
-STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 # Never sent back: the upstream's cookies and framing; aiohttp writes its own Server and Date.
 RESPONSE_DROP = HOP_BY_HOP | frozenset({"set-cookie", "server", "date", "x-request-id", "content-length"})
 
@@ -72,6 +68,9 @@ def route_template(tail: str) -> str:
         else:
             return "other"
     return "/api/chatkit/" + "/".join(parts)
+
+SESSION_CREATE = "/api/chatkit/sessions"
+SESSION_CANCEL = "/api/chatkit/sessions/{id}/cancel"
 
 
 def client_secret_of(request: web.Request) -> str | None:
@@ -149,13 +148,7 @@ def request_body(request: web.Request, limit: int, exchange: Exchange) -> AsyncI
 
 async def upstream_error_message(response: aiohttp.ClientResponse, limit: int = 8192) -> str:
     """The upstream's error message (from an OpenAI error body, else the text), secrets masked."""
-    raw = await response.content.read(limit)
-    try:
-        body = json.loads(raw)
-        message = body["error"]["message"] if isinstance(body.get("error"), dict) else str(body)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        message = raw.decode("utf-8", "replace")
-    return redact(message)[:1000]
+    return error_message(await response.content.read(limit))
 
 
 async def heartbeat(response: web.StreamResponse, exchange: Exchange, interval: float,
@@ -199,6 +192,22 @@ async def pump(upstream_response: aiohttp.ClientResponse, response: web.StreamRe
             beat.cancel()
 
 
+async def relay_minted_session(request: web.Request, upstream_response: aiohttp.ClientResponse) -> web.Response:
+    """A session minted through the relay: its small JSON answer is read whole, to record its secret."""
+    try:
+        raw = await upstream_response.read()
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        raise errors.UpstreamTimeout() from None
+    except aiohttp.ClientError:
+        raise errors.UpstreamUnavailable("The upstream dropped its answer.") from None
+    request[keys.exchange].count_chunk(raw)
+    for observe in request.get(keys.chunk_observers, ()):
+        observe(raw)
+    sessions.remember_relayed(request, raw)
+    return web.Response(body=raw, status=upstream_response.status, reason=upstream_response.reason,
+                        headers=response_headers(upstream_response))
+
+
 async def relay(request: web.Request) -> web.StreamResponse:
     tail = safe_tail(request)
     request[keys.route] = route_template(tail)
@@ -208,12 +217,18 @@ async def relay(request: web.Request) -> web.StreamResponse:
     exchange = request[keys.exchange]
     exchange.upstream = upstream.name
     client_secret = client_secret_of(request)
-    if client_secret is None:
+    if client_secret is not None:
+        if app[keys.sessions].active(client_secret) is None:
+            raise errors.InvalidClientSecret()
+    else:
         if app.get(keys.auth_required) and keys.principal not in request:
             raise errors.Unauthenticated()  # the server key is never used for an anonymous caller
         if not upstream.api_key:
             raise errors.UpstreamNotConfigured()
     headers = upstream_headers(request, upstream, client_secret)
+    minting = client_secret is None and request.method == "POST" and request[keys.route] == SESSION_CREATE
+    if minting:
+        headers["Accept-Encoding"] = "identity"  # so that the answer can be read to record its secret
     body = request_body(request, settings.server.max_body_bytes, exchange)
     url = upstream.url("/v1/chatkit/" + tail, request.rel_url.raw_query_string)
     waited = time.perf_counter()
@@ -226,11 +241,16 @@ async def relay(request: web.Request) -> web.StreamResponse:
                       upstream_response.status, message,
                       extra={"upstream_status": upstream_response.status, "upstream": upstream.name})
             raise errors.UpstreamAuthFailed(upstream_status=upstream_response.status, upstream_message=message)
+        if upstream_response.status == 200 and minting:
+            return await relay_minted_session(request, upstream_response)
+        if upstream_response.status == 200 and client_secret is None and request[keys.route] == SESSION_CANCEL:
+            app[keys.sessions].cancel(tail.split("/")[1])
         response = web.StreamResponse(status=upstream_response.status, reason=upstream_response.reason,
                                       headers=response_headers(upstream_response))
         if is_event_stream(upstream_response.content_type):
             exchange.event_stream = True
-            response.headers.update(STREAM_HEADERS)
+            response.headers["X-Accel-Buffering"] = "no"
+            response.headers["Cache-Control"] = "no-cache"
         elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
             response.content_length = upstream_response.content_length
         await response.prepare(request)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit, unquote
 
 import yaml
 
+from .registry import SessionOptions, WorkflowEntry, canonical_slug, legacy_entry, parse_entry
 from .schema import ConfigError, Secret, build, resolve_env_refs
 
 OPENAI_BASE = "https://api.openai.com"
@@ -124,15 +125,46 @@ class PluginSpec:
 
 
 @dataclass(frozen=True)
+class StartSettings:
+    """The Start step: the workflow a session request that names none gets (the API's choice wins)."""
+
+    workflow: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workflow is not None:
+            slug = canonical_slug(self.workflow)
+            if slug is None:
+                raise ConfigError("workflow", f"{self.workflow!r} is not a slug")
+            object.__setattr__(self, "workflow", slug)
+
+
+@dataclass(frozen=True)
+class SessionsSettings(SessionOptions):
+    """Defaults for every ChatKit session (a workflow's own `session:` wins), and how users are named upstream."""
+
+    user_hash_secret: Secret | None = None  # keys the upstream user ids; when unset, generated once and stored
+    purge_seconds: float = 60.0  # how often expired session records are dropped
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.purge_seconds <= 0:
+            raise ConfigError("purge_seconds", "must be positive")
+
+    @property
+    def options(self) -> SessionOptions:
+        return SessionOptions(self.expires_after, self.rate_limits, self.chatkit_configuration)
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     log: LogSettings = field(default_factory=LogSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     plugins: tuple[PluginSpec, ...] = ()
-    workflows: tuple[Mapping[str, Any], ...] = ()
-    start: Mapping[str, Any] = field(default_factory=dict)
-    sessions: Mapping[str, Any] = field(default_factory=dict)
+    workflows: tuple[WorkflowEntry, ...] = ()  # from config.yaml; parsed by parse_workflows
+    start: StartSettings = field(default_factory=StartSettings)
+    sessions: SessionsSettings = field(default_factory=SessionsSettings)
     telephony: Mapping[str, Any] = field(default_factory=dict)
     admin: Mapping[str, Any] = field(default_factory=dict)
     proxy_env: ProxyEnvironment = field(default_factory=ProxyEnvironment)
@@ -268,6 +300,23 @@ def parse_plugins(value: Any) -> list[dict[str, Any]]:
     return specs
 
 
+def parse_workflows(value: Any) -> tuple[WorkflowEntry, ...]:
+    """`workflows:` items, each validated by the registry's one rule; a slug may appear once."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("workflows", "expected a list")
+    entries: dict[str, int] = {}
+    parsed = []
+    for i, item in enumerate(value):
+        entry = parse_entry(item, f"workflows[{i}]", source="config")
+        if entry.slug in entries:
+            raise ConfigError(f"workflows[{i}].slug", f"{entry.slug!r} is already declared by workflows[{entries[entry.slug]}]")
+        entries[entry.slug] = i
+        parsed.append(entry)
+    return tuple(parsed)
+
+
 def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
     """Read `path` (or nothing), apply the environment, and validate everything."""
     raw = read_yaml(path) if path else {}
@@ -275,17 +324,22 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settin
     apply_seed_variables(raw, environ)
     raw = resolve_env_refs(raw, environ)
     raw["plugins"] = parse_plugins(raw.get("plugins"))
+    workflows = parse_workflows(raw.pop("workflows", None))
     for key in ("proxy_env", "legacy_workflow_id", "source"):
         if key in raw:
             raise ConfigError(key, "unknown key")
     if isinstance(raw.get("upstream"), dict) and "api_key" in raw["upstream"]:
         raise ConfigError("upstream.api_key", "name the key's variable with api_key_env (MODEL_API_KEY_ENV)")
     settings: Settings = build(Settings, raw)
+    legacy_workflow_id = environ.get("CHATKIT_WORKFLOW_ID") or None
+    if legacy_workflow_id:
+        legacy_entry(legacy_workflow_id)  # an invalid id fails start-up, naming the variable
     key = environ.get(settings.upstream.api_key_env)
     return dataclasses.replace(
         settings,
         upstream=dataclasses.replace(settings.upstream, api_key=Secret(key) if key else None),
         proxy_env=read_proxy_env(environ),
-        legacy_workflow_id=environ.get("CHATKIT_WORKFLOW_ID") or None,
+        workflows=workflows,
+        legacy_workflow_id=legacy_workflow_id,
         source=str(path) if path else None,
     )

@@ -85,6 +85,25 @@ class KeyRecord:
 
 
 @dataclass(frozen=True)
+class WorkflowRecord:
+    slug: str
+    data: dict[str, Any]  # every field of the entry but its slug, as the registry validates them
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    principal: str
+    slug: str | None  # None for a session minted through the relay for a workflow no slug names
+    secret_hash: str
+    created_at: float
+    expires_at: float
+    status: str = "active"  # active | cancelled
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     id: int
     at: float
@@ -179,12 +198,61 @@ class Store:
         row = await self._one("SELECT value FROM kv WHERE key = ?", (key,))
         return None if row is None else row["value"]
 
+    async def setdefault_value(self, key: str, value: str) -> str:
+        """`key`'s value, storing `value` first if it has none (the first of two racing writers wins)."""
+        await self._write("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)", (key, value))
+        stored = await self.get_value(key)
+        assert stored is not None
+        return stored
+
     async def set_value(self, key: str, value: str | None) -> None:
         if value is None:
             await self._write("DELETE FROM kv WHERE key = ?", (key,))
         else:
             await self._write("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                               (key, value))
+
+    # Managed workflows --------------------------------------------------------------------
+
+    async def list_workflows(self) -> list[WorkflowRecord]:
+        rows = await self._all("SELECT slug, data, created_at, updated_at FROM workflows ORDER BY created_at, id")
+        return [WorkflowRecord(r["slug"], json.loads(r["data"]), r["created_at"], r["updated_at"]) for r in rows]
+
+    async def add_workflow(self, slug: str, data: dict[str, Any]) -> WorkflowRecord:
+        """Insert a new slug; an existing one raises Conflict (so concurrent creates cannot both win)."""
+        now = time.time()
+        await self._write("INSERT INTO workflows (slug, data, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                          (slug, _json(data), now, now))
+        return WorkflowRecord(slug, data, now, now)
+
+    async def update_workflow(self, slug: str, data: dict[str, Any]) -> bool:
+        changed = await self._write("UPDATE workflows SET data = ?, updated_at = ? WHERE slug = ?",
+                                    (_json(data), time.time(), slug))
+        return changed > 0
+
+    async def delete_workflow(self, slug: str) -> bool:
+        return await self._write("DELETE FROM workflows WHERE slug = ?", (slug,)) > 0
+
+    # Issued ChatKit sessions ---------------------------------------------------------------
+
+    async def add_session(self, record: SessionRecord) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO sessions (id, principal, slug, secret_hash, created_at, expires_at, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record.id, record.principal, record.slug or "", record.secret_hash, record.created_at,
+             record.expires_at, record.status))
+
+    async def set_session_status(self, session_id: str, status: str) -> bool:
+        return await self._write("UPDATE sessions SET status = ? WHERE id = ?", (status, session_id)) > 0
+
+    async def live_sessions(self, now: float) -> list[SessionRecord]:
+        """Sessions that have not expired yet, cancelled ones included."""
+        rows = await self._all("SELECT * FROM sessions WHERE expires_at > ? ORDER BY created_at", (now,))
+        return [SessionRecord(r["id"], r["principal"], r["slug"] or None, r["secret_hash"], r["created_at"],
+                              r["expires_at"], r["status"]) for r in rows]
+
+    async def purge_sessions(self, now: float) -> int:
+        return await self._write("DELETE FROM sessions WHERE expires_at <= ?", (now,))
 
     # Audit ---------------------------------------------------------------------------------
 

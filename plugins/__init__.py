@@ -1,3 +1,7 @@
 """Built-in plugins, by the name config.yaml uses for them."""
 
-REGISTRY: dict[str, type] = {}
+from .workflow import Workflow
+
+REGISTRY: dict[str, type] = {
+    Workflow.name: Workflow,
+}
