@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from .app import create_app
+from .doctor import run as run_doctor
 from .logs import configure_logging
 from .registry import preview
 from .schema import ConfigError, dump
@@ -72,6 +73,11 @@ def check_config(settings: Settings, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def doctor(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging("CRITICAL", "text", stream=sys.stderr)  # the checks' own lines say what went wrong
+    return asyncio.run(run_doctor(settings, sys.stdout, url=args.url, api_key=args.api_key))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m gateway", description="ChatKit gateway")
     commands = root.add_subparsers(dest="command", required=True)
@@ -79,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
                             ("check-config", "print the effective config (secrets masked) or the error")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
+    check = commands.add_parser("doctor", help="check the way in (buffering) and the way out (proxy, key, clock)")
+    check.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
+    check.add_argument("--url", help="the gateway's public URL, as clients reach it (default: server.host:port)")
+    check.add_argument("--api-key", help="a gateway key, when an auth plugin guards /api/chatkit")
     return root
 
 
@@ -89,6 +99,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = load(args, environ)
         if args.command == "serve":
             return serve(settings, environ)
+        if args.command == "doctor":
+            return doctor(settings, args)
         return check_config(settings, environ)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from . import health, hosted, keys, relay, sessions
+from . import diag, health, hosted, keys, relay, sessions
 from .chain import build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
@@ -104,6 +104,8 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
 
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    # before the relay's catch-all, which would match it
+    app.router.add_route("GET", diag.ROUTE, wrap(diag.diag_stream, plugins), name="diag_stream")
     gateway_routes = (
         ("POST", "/api/chatkit/session", sessions.create_session, "chatkit_session"),
         ("POST", "/api/chatkit/session/{session_id}/cancel", sessions.cancel_session, "chatkit_session_cancel"),

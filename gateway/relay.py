@@ -38,6 +38,8 @@ REQUEST_DROP = HOP_BY_HOP | frozenset({
     "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "forwarded",
     "x-chatkit-workflow",
 })
+# On every event stream the gateway sends: no proxy may buffer it, no cache may keep it.
+STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 # Never sent back: the upstream's cookies and framing; aiohttp writes its own Server and Date.
 RESPONSE_DROP = HOP_BY_HOP | frozenset({"set-cookie", "server", "date", "x-request-id", "content-length"})
 
@@ -249,8 +251,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
                                       headers=response_headers(upstream_response))
         if is_event_stream(upstream_response.content_type):
             exchange.event_stream = True
-            response.headers["X-Accel-Buffering"] = "no"
-            response.headers["Cache-Control"] = "no-cache"
+            response.headers.update(STREAM_HEADERS)
         elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
             response.content_length = upstream_response.content_length
         await response.prepare(request)
