@@ -1,0 +1,1 @@
+"""The benchmark of issue 9: python -m bench."""
