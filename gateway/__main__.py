@@ -1,4 +1,4 @@
-"""Command line: serve, check-config (and the management commands that build on them)."""
+"""Command line: serve, check-config, keys (create | list | revoke), doctor, migrate-plan."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from aiohttp import web
 from .app import create_app
 from .doctor import run as run_doctor
 from .logs import configure_logging
+from .migration import as_json as migration_json, as_text as migration_text
 from .registry import preview
 from .schema import ConfigError, dump
 from .settings import Settings, load_settings
@@ -78,6 +79,13 @@ def doctor(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_doctor(settings, sys.stdout, url=args.url, api_key=args.api_key))
 
 
+def migrate_plan(settings: Settings, args: argparse.Namespace) -> int:
+    """The hosted entries, their ChatKit server replacements, and what the front end gets after each flip."""
+    catalog = asyncio.run(preview(settings))
+    print(json.dumps(migration_json(catalog), indent=2) if args.json else migration_text(catalog))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m gateway", description="ChatKit gateway")
     commands = root.add_subparsers(dest="command", required=True)
@@ -89,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
     check.add_argument("--url", help="the gateway's public URL, as clients reach it (default: server.host:port)")
     check.add_argument("--api-key", help="a gateway key, when an auth plugin guards /api/chatkit")
+    migration = commands.add_parser("migrate-plan", help="hosted workflows, their ChatKit server replacements, "
+                                                         "and what the front end gets after the flip")
+    migration.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
+    migration.add_argument("--json", action="store_true", help="print the plan as JSON")
     return root
 
 
@@ -101,6 +113,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return serve(settings, environ)
         if args.command == "doctor":
             return doctor(settings, args)
+        if args.command == "migrate-plan":
+            return migrate_plan(settings, args)
         return check_config(settings, environ)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from . import diag, health, hosted, keys, relay, sessions
+from . import diag, health, hosted, keys, protocol, relay, sessions
 from .chain import build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
 from .middlewares import error_shape, request_context, stamp_response
 from .registry import FileSources, Registry, registry_ctx
+from .servers import ServerPool, servers_ctx
 from .sessions import SessionBook, sessions_ctx
 from .settings import Settings, load_settings
 from .storage import Store
@@ -82,6 +83,7 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
                                        ["result"], registry=app[keys.metrics_registry])
     app[keys.registry] = workflow_registry(app, os.environ if environ is None else environ)
     app[keys.sessions] = SessionBook(app[keys.store], settings.sessions)
+    app[keys.servers] = ServerPool(app[keys.registry], settings, os.environ if environ is None else environ)
     app[keys.readiness_checks] = {
         "config": lambda: (True, settings.source or "defaults"),
         "upstream_key": lambda: (bool(settings.upstream.api_key),
@@ -92,6 +94,7 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(registry_ctx)
     app.cleanup_ctx.append(sessions_ctx)
+    app.cleanup_ctx.append(servers_ctx)
     app.on_shutdown.append(mark_shutting_down)
     app.on_response_prepare.append(stamp_response)
 
@@ -115,6 +118,7 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
         ("DELETE", "/api/chatkit/hosted/{slug}", hosted.delete_workflow, "hosted_delete"),
         ("PUT", "/api/chatkit/start", hosted.set_start, "hosted_start"),
         ("POST", "/api/admin/reload", hosted.reload_config, "admin_reload"),
+        ("*", sessions.SERVER_API_URL, protocol.relay_to_server, "chatkit_server"),
     )
     for method, path, handler, name in gateway_routes:  # before the relay's catch-all, which would match them
         app.router.add_route(method, path, wrap(handler, plugins), name=name)

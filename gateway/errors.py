@@ -136,6 +136,11 @@ class HostedWorkflowReadOnly(GatewayError):
         "This workflow is declared in config.yaml or CHATKIT_WORKFLOW_ID; change it there."
 
 
+class WorkflowNotServer(GatewayError):
+    status, code, message = 409, "workflow_not_server", \
+        "This workflow is not a ChatKit server; POST /api/chatkit/session says how to reach it."
+
+
 class SessionNotFound(GatewayError):
     status, code, message = 404, "session_not_found", "No such session."
 

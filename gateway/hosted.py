@@ -16,7 +16,8 @@ from .principal import require_admin, require_principal
 from .registry import Catalog, Registry, WorkflowEntry, entry_fields
 from .schema import ConfigError
 
-ADMIN_ONLY = ("workflow_id", "version", "state_variables", "session")
+ADMIN_ONLY = {"hosted": ("workflow_id", "version", "state_variables", "session"),
+              "server": ("url", "api_key_env", "proxy", "timeouts", "replaces")}
 
 
 def described(entry: WorkflowEntry, registry: Registry, catalog: Catalog, *, admin: bool,
@@ -30,7 +31,7 @@ def described(entry: WorkflowEntry, registry: Registry, catalog: Catalog, *, adm
     }
     if admin:
         fields = entry_fields(entry)
-        row.update({name: fields.get(name) for name in ADMIN_ONLY})
+        row.update({name: fields.get(name) for name in ADMIN_ONLY[entry.kind]})
         row.update(managed=entry.source == "managed", created_at=entry.created_at,
                    shadowed_by=shadowed_by.source if shadowed_by else None)
     return row

@@ -16,6 +16,8 @@ store = web.AppKey("store", "Store")
 registry = web.AppKey("registry", "Registry")
 # Issued ChatKit sessions by client-secret hash, held in memory; also derives upstream user ids.
 sessions = web.AppKey("sessions", "SessionBook")
+# The pooled clients of the self-hosted ChatKit servers (kind: server entries), following the registry.
+servers = web.AppKey("servers", "ServerPool")
 # Config reloads by result (ok | error): gateway_config_reloads_total, made by create_app.
 config_reloads = web.AppKey("config_reloads", "Counter")
 # The app's own Prometheus registry (never the global one).
@@ -45,3 +47,5 @@ chunk_observers = web.RequestKey("chunk_observers", "list[Callable[[bytes], None
 route = web.RequestKey("route", str)
 # Extra values for the access log line (e.g. the ChatKit operation), set by handlers.
 log_fields = web.RequestKey("log_fields", "dict[str, Any]")
+# The ChatKit operation of a request to a server slug (threads.create, items.list, … or "other"): a bounded label.
+operation = web.RequestKey("operation", str)

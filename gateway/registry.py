@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -36,12 +37,14 @@ SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SLUG_RULE = "1 to 63 characters among a-z, 0-9, '_' and '-', starting with a letter or a digit"
 WORKFLOW_ID = re.compile(r"wf_[A-Za-z0-9]+")
 PINNED_VERSION = re.compile(r"[0-9]+")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DIRECT = "direct"  # a server entry's `proxy:` that bypasses HTTPS_PROXY/HTTP_PROXY
 LEGACY_SLUG = "hosted-workflow"
 LEGACY_LABEL = "Hosted ChatKit workflow"
 START_KEY = "start_workflow"  # the kv row holding the Start slug set through the API
 FOLLOW_SECONDS = 2.0  # how often a worker checks the store for changes made by another process
 
-Kind = Literal["hosted"]
+Kind = Literal["hosted", "server"]
 Source = Literal["managed", "config", "legacy"]
 T = TypeVar("T")
 
@@ -148,12 +151,27 @@ def pruned(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class ServerTimeouts:
+    """A server entry's own timeouts, in seconds; unset ones are `upstream.timeouts`'."""
+
+    connect: float | None = None
+    read: float | None = None  # idle time between two reads; a stream may last longer than this
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(name, "must be positive")
+
+
 # Entries ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class WorkflowEntry:
     """One registry entry. `kind` says which fields apply: a hosted entry names a published
-    Agent Builder workflow (`workflow_id`) and the settings of the sessions minted for it."""
+    Agent Builder workflow (`workflow_id`) and the settings of the sessions minted for it; a server
+    entry names a self-hosted ChatKit server (`url`), which the gateway relays the ChatKit protocol to."""
 
     slug: str
     kind: Kind = "hosted"
@@ -163,6 +181,11 @@ class WorkflowEntry:
     version: str | int | None = None  # a pinned version, held as a string; never "latest"
     state_variables: Mapping[str, Any] | None = None
     session: SessionOptions = field(default_factory=SessionOptions)
+    url: str | None = None  # server: the endpoint where its ChatKitServer.process() answers
+    api_key_env: str | None = None  # server: the variable holding a key sent as Authorization: Bearer
+    proxy: str | None = None  # server: a forward proxy URL, or "direct"; unset: HTTPS_PROXY/HTTP_PROXY/NO_PROXY
+    timeouts: ServerTimeouts | None = None  # server
+    replaces: str | None = None  # server: the hosted slug it is meant to take over (python -m gateway migrate-plan)
     source: Source = "config"
     created_at: float | None = None  # managed entries: when created, which orders them
 
@@ -182,7 +205,19 @@ class WorkflowEntry:
         KIND_RULES[self.kind](self)
 
 
+HOSTED_ONLY = ("workflow_id", "version", "state_variables")
+SERVER_ONLY = ("url", "api_key_env", "proxy", "timeouts", "replaces")
+
+
+def only_for(kind: str, entry: WorkflowEntry, names: Iterable[str]) -> None:
+    """Refuse fields of another kind, so a half-done flip fails loudly instead of being ignored."""
+    for name in names:
+        if getattr(entry, name) is not None:
+            raise ConfigError(name, f"applies to kind: {kind} only")
+
+
 def check_hosted(entry: WorkflowEntry) -> None:
+    only_for("server", entry, SERVER_ONLY)
     if entry.workflow_id is None:
         raise ConfigError("workflow_id", "is required for a hosted workflow")
     if not WORKFLOW_ID.fullmatch(entry.workflow_id):
@@ -201,8 +236,34 @@ def check_hosted(entry: WorkflowEntry) -> None:
             raise ConfigError(join("state_variables", name), "values are strings, numbers or booleans")
 
 
+def check_http_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, f"expected an http(s) URL, got {url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(name, "must not carry credentials, a query or a fragment")
+
+
+def check_server(entry: WorkflowEntry) -> None:
+    only_for("hosted", entry, HOSTED_ONLY)
+    if entry.session != SessionOptions():
+        raise ConfigError("session", "applies to kind: hosted only (a ChatKit server keeps its own settings)")
+    if entry.url is None:
+        raise ConfigError("url", "is required for a ChatKit server")
+    check_http_url("url", entry.url)
+    if entry.api_key_env is not None and not ENV_NAME.fullmatch(entry.api_key_env):
+        raise ConfigError("api_key_env", "expected the name of an environment variable (the key itself is never stored)")
+    if entry.proxy is not None and entry.proxy != DIRECT:
+        check_http_url("proxy", entry.proxy)
+    if entry.replaces is not None:
+        replaces = canonical_slug(entry.replaces)
+        if replaces is None:
+            raise ConfigError("replaces", f"{entry.replaces!r} is not a slug ({SLUG_RULE})")
+        object.__setattr__(entry, "replaces", replaces)
+
+
 # What each kind requires of an entry; a new kind adds its fields to WorkflowEntry and a rule here.
-KIND_RULES: dict[str, Callable[[WorkflowEntry], None]] = {"hosted": check_hosted}
+KIND_RULES: dict[str, Callable[[WorkflowEntry], None]] = {"hosted": check_hosted, "server": check_server}
 
 SET_BY_GATEWAY = ("source", "created_at")
 
@@ -275,6 +336,8 @@ class Catalog:
         return None if canonical is None else self._by_slug.get(canonical)
 
     def find_by_workflow_id(self, workflow_id: object) -> WorkflowEntry | None:
+        if workflow_id is None:
+            return None  # server entries have no workflow id
         return next((entry for entry in self.entries if entry.workflow_id == workflow_id), None)
 
     def default(self) -> WorkflowEntry | None:
@@ -300,8 +363,14 @@ class Catalog:
 
     def summary(self) -> dict[str, Any]:
         """A short, loggable description (for the audit log and reload answers)."""
-        return {"workflows": [f"{e.slug} ({e.source})" for e in self.entries], "start": self.start,
+        return {"workflows": [described_briefly(e) for e in self.entries], "start": self.start,
                 "shadowed": [f"{e.slug} ({e.source}, shadowed by {winner.source})" for e, winner in self.shadowed]}
+
+
+def described_briefly(entry: WorkflowEntry) -> str:
+    """`slug (source)`, and the kind when it is not hosted, so that an audited reload shows a flip."""
+    kind = "" if entry.kind == "hosted" else f", {entry.kind}"
+    return f"{entry.slug} ({entry.source}{kind})"
 
 
 @dataclass(frozen=True)
@@ -364,8 +433,9 @@ class Registry:
         return self.catalog.find(slug)
 
     def available(self, entry: WorkflowEntry) -> bool:
-        """The upstream key is set and the entry's last session creation did not fail for auth or not-found."""
-        return self._upstream_key_set and entry.slug not in self._failures
+        """The upstream key is set (hosted entries need it) and the entry's last session creation did not
+        fail for auth or not-found."""
+        return (self._upstream_key_set or entry.kind != "hosted") and entry.slug not in self._failures
 
     def note_session_outcome(self, slug: str, error_code: str | None) -> None:
         if error_code is None:
@@ -429,7 +499,8 @@ class Registry:
             self._managed += (entry,)
             self._swap()
             await self.store.audit(actor, "workflow.create", f"workflow:{entry.slug}", None, entry_fields(entry))
-        twins = [e.slug for e in self.catalog.entries if e.workflow_id == entry.workflow_id and e is not entry]
+        twins = [e.slug for e in self.catalog.entries
+                 if entry.workflow_id is not None and e.workflow_id == entry.workflow_id and e is not entry]
         if twins:
             log.warning("workflow %s is also registered as %s", entry.workflow_id, ", ".join(twins),
                         extra={"slug": entry.slug})

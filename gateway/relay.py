@@ -90,15 +90,25 @@ def connection_tokens(headers: CIMultiDict[str] | web.BaseRequest) -> frozenset[
     return frozenset(token.strip().lower() for token in value.split(","))
 
 
-def upstream_headers(request: web.Request, upstream: Upstream, client_secret: str | None) -> CIMultiDict[str]:
-    """The request's headers as the upstream should see them."""
+def passed_headers(request: web.Request, drop_prefix: str | None = None) -> CIMultiDict[str]:
+    """The client's headers any upstream may see (plus `X-Forwarded-*` and `X-Request-ID`), without credentials."""
     named = connection_tokens(request)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lower = name.lower()
-        if lower in REQUEST_DROP or lower in named:
+        if lower in REQUEST_DROP or lower in named or (drop_prefix and lower.startswith(drop_prefix)):
             continue
         headers.add(name, value)
+    headers["X-Forwarded-For"] = request[keys.client_ip]
+    forwarded_proto = request.headers.get("X-Forwarded-Proto") if request[keys.peer_trusted] else None
+    headers["X-Forwarded-Proto"] = forwarded_proto or request.scheme
+    headers["X-Request-ID"] = request[keys.request_id]
+    return headers
+
+
+def upstream_headers(request: web.Request, upstream: Upstream, client_secret: str | None) -> CIMultiDict[str]:
+    """The request's headers as the model API should see them."""
+    headers = passed_headers(request)
     if client_secret is not None:
         headers["Authorization"] = "Bearer " + client_secret
         if "OpenAI-Beta" in request.headers:
@@ -107,10 +117,6 @@ def upstream_headers(request: web.Request, upstream: Upstream, client_secret: st
         assert upstream.api_key is not None
         headers["Authorization"] = "Bearer " + upstream.api_key.reveal()
         headers["OpenAI-Beta"] = CHATKIT_BETA
-    headers["X-Forwarded-For"] = request[keys.client_ip]
-    forwarded_proto = request.headers.get("X-Forwarded-Proto") if request[keys.peer_trusted] else None
-    headers["X-Forwarded-Proto"] = forwarded_proto or request.scheme
-    headers["X-Request-ID"] = request[keys.request_id]
     return headers
 
 
@@ -247,35 +253,42 @@ async def relay(request: web.Request) -> web.StreamResponse:
             return await relay_minted_session(request, upstream_response)
         if upstream_response.status == 200 and client_secret is None and request[keys.route] == SESSION_CANCEL:
             app[keys.sessions].cancel(tail.split("/")[1])
-        response = web.StreamResponse(status=upstream_response.status, reason=upstream_response.reason,
-                                      headers=response_headers(upstream_response))
-        if is_event_stream(upstream_response.content_type):
-            exchange.event_stream = True
-            response.headers.update(STREAM_HEADERS)
-        elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
-            response.content_length = upstream_response.content_length
-        await response.prepare(request)
-        try:
-            await pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()),
-                       settings.server.heartbeat_seconds)
-        except ConnectionResetError:
-            exchange.error = "client_disconnected"  # leaving the `async with` closes the upstream
-            raise
-        except aiohttp.ClientPayloadError:
-            # The upstream dropped mid-body: end the client's connection without a clean end,
-            # so it sees an incomplete stream rather than a short but "complete" one.
-            exchange.error = "upstream_disconnected"
-            log.warning("upstream %s dropped the response mid-body", upstream.name,
-                        extra={"upstream": upstream.name, "error": "upstream_disconnected"})
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            exchange.error = "upstream_timeout"
-            log.warning("upstream %s went silent past the read timeout", upstream.name,
-                        extra={"upstream": upstream.name, "error": "upstream_timeout"})
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        await response.write_eof()
+        return await stream_back(request, upstream_response, upstream.name)
+
+
+async def stream_back(request: web.Request, upstream_response: aiohttp.ClientResponse,
+                      upstream_name: str) -> web.StreamResponse:
+    """Send the upstream's answer to the client: its status and headers, then its body as it arrives."""
+    exchange = request[keys.exchange]
+    response = web.StreamResponse(status=upstream_response.status, reason=upstream_response.reason,
+                                  headers=response_headers(upstream_response))
+    if is_event_stream(upstream_response.content_type):
+        exchange.event_stream = True
+        response.headers.update(STREAM_HEADERS)
+    elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
+        response.content_length = upstream_response.content_length
+    await response.prepare(request)
+    try:
+        await pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()),
+                   request.app[keys.settings].server.heartbeat_seconds)
+    except ConnectionResetError:
+        exchange.error = "client_disconnected"  # the caller's leaving its `async with` closes the upstream
+        raise
+    except aiohttp.ClientPayloadError:
+        # The upstream dropped mid-body: end the client's connection without a clean end,
+        # so it sees an incomplete stream rather than a short but "complete" one.
+        exchange.error = "upstream_disconnected"
+        log.warning("upstream %s dropped the response mid-body", upstream_name,
+                    extra={"upstream": upstream_name, "error": "upstream_disconnected"})
+        if request.transport is not None:
+            request.transport.close()
         return response
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        exchange.error = "upstream_timeout"
+        log.warning("upstream %s went silent past the read timeout", upstream_name,
+                    extra={"upstream": upstream_name, "error": "upstream_timeout"})
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response

@@ -40,6 +40,7 @@ log = logging.getLogger("chatkit_gateway.sessions")
 USER_KEY = "user_hash_secret"  # the kv row holding the generated key of upstream user ids
 SLUG_FIELD = "hosted_workflow_slug"
 FLUSH_SECONDS = 5.0  # how long shutdown waits for session records still to be written
+SERVER_API_URL = "/api/chatkit/w/{slug}"  # where the ChatKit web component talks to a server entry
 
 
 def secret_hash(client_secret: str) -> str:
@@ -245,6 +246,8 @@ async def create_session(request: web.Request) -> web.Response:
     if requested is not None or keys.workflow not in request:
         request[keys.workflow] = registry.resolve(requested)
     entry = request[keys.workflow]
+    if entry.kind == "server":
+        return server_session(entry)
     options = session_options(app[keys.settings].sessions.options, entry)
     assert options.expires_after is not None
     try:
@@ -270,6 +273,14 @@ async def create_session(request: web.Request) -> web.Response:
                              session.expires_at))
     response = web.json_response({"client_secret": session.client_secret, "expires_at": session.expires_at,
                                   "session_id": session.id, "workflow": {"slug": entry.slug, "label": entry.label}})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def server_session(entry: WorkflowEntry) -> web.Response:
+    """A server entry needs no secret: the front end mounts ChatKit with `api.url` pointing at the gateway."""
+    response = web.json_response({"kind": "server", "api_url": SERVER_API_URL.format(slug=entry.slug),
+                                  "workflow": {"slug": entry.slug, "label": entry.label}})
     response.headers["Cache-Control"] = "no-store"
     return response
 

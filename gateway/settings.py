@@ -156,6 +156,17 @@ class SessionsSettings(SessionOptions):
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    """How the gateway tells self-hosted ChatKit servers who the user is (gateway/identity.py has the scheme)."""
+
+    secret: Secret | None = None  # {$env: NAME}, shared with the servers; server slugs answer 503 without it
+
+    def __post_init__(self) -> None:
+        if self.secret is not None and len(self.secret.reveal()) < 32:
+            raise ConfigError("secret", "use at least 32 characters (for example: openssl rand -hex 32)")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -165,6 +176,7 @@ class Settings:
     workflows: tuple[WorkflowEntry, ...] = ()  # from config.yaml; parsed by parse_workflows
     start: StartSettings = field(default_factory=StartSettings)
     sessions: SessionsSettings = field(default_factory=SessionsSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     telephony: Mapping[str, Any] = field(default_factory=dict)
     admin: Mapping[str, Any] = field(default_factory=dict)
     proxy_env: ProxyEnvironment = field(default_factory=ProxyEnvironment)
