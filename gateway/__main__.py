@@ -19,6 +19,7 @@ from .migration import as_json as migration_json, as_text as migration_text
 from .registry import preview
 from .schema import ConfigError, dump
 from .settings import Settings, load_settings
+from .telephony import config_warnings as telephony_warnings
 
 log = logging.getLogger("chatkit_gateway")
 
@@ -71,6 +72,8 @@ def check_config(settings: Settings, environ: Mapping[str, str]) -> int:
         default = catalog.default()
         print(f"warning: the Start workflow {catalog.start!r} does not exist; the default is "
               f"{default.slug if default else 'nothing'!r}", file=sys.stderr)
+    for warning in telephony_warnings(settings, catalog):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

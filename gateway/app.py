@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from . import diag, health, hosted, keys, protocol, relay, sessions
+from . import diag, health, hosted, keys, protocol, relay, sessions, telephony
+from .callroutes import CallRoutes
 from .chain import build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
@@ -20,6 +21,7 @@ from .sessions import SessionBook, sessions_ctx
 from .settings import Settings, load_settings
 from .storage import Store
 from .upstream import Upstream, choose_route
+from .webhooks import Deliveries
 
 log = logging.getLogger("chatkit_gateway")
 
@@ -83,6 +85,12 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
                                        ["result"], registry=app[keys.metrics_registry])
     app[keys.registry] = workflow_registry(app, os.environ if environ is None else environ)
     app[keys.sessions] = SessionBook(app[keys.store], settings.sessions)
+    app[keys.call_routes] = CallRoutes(app[keys.store], settings.telephony.routes, settings.telephony.default_workflow)
+    app[keys.webhook_deliveries] = Deliveries(app[keys.store])
+    app[keys.telephony_calls] = Counter("gateway_telephony_calls", "Incoming calls by workflow slug and outcome.",
+                                        ["workflow", "outcome"], registry=app[keys.metrics_registry])
+    app[keys.telephony_webhooks] = Counter("gateway_telephony_webhooks", "Telephony webhook deliveries by result.",
+                                           ["result"], registry=app[keys.metrics_registry])
     app[keys.servers] = ServerPool(app[keys.registry], settings, os.environ if environ is None else environ)
     app[keys.readiness_checks] = {
         "config": lambda: (True, settings.source or "defaults"),
@@ -94,6 +102,7 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(registry_ctx)
     app.cleanup_ctx.append(sessions_ctx)
+    app.cleanup_ctx.append(telephony.telephony_ctx)
     app.cleanup_ctx.append(servers_ctx)
     app.on_shutdown.append(mark_shutting_down)
     app.on_response_prepare.append(stamp_response)
@@ -118,9 +127,15 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
         ("DELETE", "/api/chatkit/hosted/{slug}", hosted.delete_workflow, "hosted_delete"),
         ("PUT", "/api/chatkit/start", hosted.set_start, "hosted_start"),
         ("POST", "/api/admin/reload", hosted.reload_config, "admin_reload"),
+        ("GET", "/api/telephony/routes", telephony.list_routes, "telephony_routes_list"),
+        ("POST", "/api/telephony/routes", telephony.create_route, "telephony_routes_create"),
+        ("PATCH", "/api/telephony/routes/{number}", telephony.update_route, "telephony_routes_update"),
+        ("DELETE", "/api/telephony/routes/{number}", telephony.delete_route, "telephony_routes_delete"),
         ("*", sessions.SERVER_API_URL, protocol.relay_to_server, "chatkit_server"),
     )
     for method, path, handler, name in gateway_routes:  # before the relay's catch-all, which would match them
         app.router.add_route(method, path, wrap(handler, plugins), name=name)
     app.router.add_route("*", "/api/chatkit/{tail:.*}", wrap(relay.relay, plugins), name="chatkit_relay")
+    # Outside the chain: the webhook's signature is its auth, and it logs and counts each call itself.
+    app.router.add_post("/api/telephony/incoming", telephony.incoming_call, name="telephony_incoming")
     return app

@@ -147,3 +147,34 @@ class SessionNotFound(GatewayError):
 
 class ConfigInvalid(GatewayError):
     status, code, message = 400, "config_invalid", "The config file is invalid; the running config is kept."
+
+
+class InvalidNumber(GatewayError):
+    status, code, message = 400, "invalid_number", \
+        "A route number is + and digits (+15551234567), or a prefix ending in * (+1555*)."
+
+
+class TelephonyRouteNotFound(GatewayError):
+    status, code, message = 404, "telephony_route_not_found", "No telephony route has this number."
+
+
+class TelephonyRouteConflict(GatewayError):
+    status, code, message = 409, "telephony_route_conflict", "A telephony route for this number already exists."
+
+
+class TelephonyRouteReadOnly(GatewayError):
+    status, code, message = 409, "telephony_route_read_only", "This route is declared in config.yaml; change it there."
+
+
+class WebhookSignatureInvalid(GatewayError):
+    status, code, message = 401, "webhook_signature_invalid", \
+        "The webhook signature is missing, wrong or outside the time tolerance; nothing was done."
+
+
+class TelephonyNotConfigured(GatewayError):
+    status, code, message = 503, "telephony_not_configured", \
+        "No webhook secret is configured (OPENAI_WEBHOOK_SECRET or telephony.webhook_secret)."
+
+
+class CallControlFailed(GatewayError):
+    status, code, message = 502, "call_control_failed", "The upstream refused to accept or reject the call."

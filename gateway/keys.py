@@ -20,6 +20,14 @@ sessions = web.AppKey("sessions", "SessionBook")
 servers = web.AppKey("servers", "ServerPool")
 # Config reloads by result (ok | error): gateway_config_reloads_total, made by create_app.
 config_reloads = web.AppKey("config_reloads", "Counter")
+# Telephony routes (config.yaml and SQLite) merged, held in memory and refreshed on change.
+call_routes = web.AppKey("call_routes", "CallRoutes")
+# Webhook ids already acted on (in memory and SQLite), so a replay or retry acts once.
+webhook_deliveries = web.AppKey("webhook_deliveries", "Deliveries")
+# Incoming calls by workflow slug and outcome: gateway_telephony_calls_total, made by create_app.
+telephony_calls = web.AppKey("telephony_calls", "Counter")
+# Telephony webhook deliveries by result: gateway_telephony_webhooks_total, made by create_app.
+telephony_webhooks = web.AppKey("telephony_webhooks", "Counter")
 # The app's own Prometheus registry (never the global one).
 metrics_registry = web.AppKey("metrics_registry", "CollectorRegistry")
 # True once an auth plugin is in the chain: then the server key is only used for a principal.

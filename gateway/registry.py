@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from . import errors, keys
+from .realtime import RealtimeOptions
 from .schema import ConfigError, build, dump, join
 from .storage import Conflict, Store
 
@@ -181,6 +182,7 @@ class WorkflowEntry:
     version: str | int | None = None  # a pinned version, held as a string; never "latest"
     state_variables: Mapping[str, Any] | None = None
     session: SessionOptions = field(default_factory=SessionOptions)
+    realtime: RealtimeOptions | None = None  # how its phone calls are answered, over telephony.realtime
     url: str | None = None  # server: the endpoint where its ChatKitServer.process() answers
     api_key_env: str | None = None  # server: the variable holding a key sent as Authorization: Bearer
     proxy: str | None = None  # server: a forward proxy URL, or "direct"; unset: HTTPS_PROXY/HTTP_PROXY/NO_PROXY

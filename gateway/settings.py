@@ -19,7 +19,10 @@ from urllib.parse import urlsplit, urlunsplit, unquote
 import yaml
 
 from .registry import SessionOptions, WorkflowEntry, canonical_slug, legacy_entry, parse_entry
+from .callroutes import CallRoute
+from .realtime import RealtimeOptions
 from .schema import ConfigError, Secret, build, resolve_env_refs
+from .webhooks import DEFAULT_TOLERANCE, signing_key
 
 OPENAI_BASE = "https://api.openai.com"
 ENV_PREFIX = "GATEWAY__"
@@ -167,6 +170,44 @@ class IdentitySettings:
 
 
 @dataclass(frozen=True)
+class TelephonySettings:
+    """Incoming calls: which workflow answers a called number, with what, and how webhooks are checked."""
+
+    default_workflow: str | None = None  # TELEPHONY_DEFAULT_WORKFLOW_SLUG, which wins
+    routes: tuple[CallRoute, ...] = ()  # routes managed through the API win over these
+    realtime: RealtimeOptions = field(default_factory=RealtimeOptions)  # under each workflow's own realtime:
+    reject_status: int = 603  # the SIP status of a call no route (or no existing workflow) answers
+    webhook_secret: Secret | None = None  # else OPENAI_WEBHOOK_SECRET
+    tolerance_seconds: int = DEFAULT_TOLERANCE
+
+    def __post_init__(self) -> None:
+        if self.default_workflow is not None:
+            slug = canonical_slug(self.default_workflow)
+            if slug is None:
+                raise ConfigError("default_workflow", f"{self.default_workflow!r} is not a slug "
+                                  "(set here or by TELEPHONY_DEFAULT_WORKFLOW_SLUG)")
+            object.__setattr__(self, "default_workflow", slug)
+        numbers: dict[str, int] = {}
+        for i, route in enumerate(self.routes):
+            if route.source != "config" or route.created_at is not None:
+                raise ConfigError(f"routes[{i}].{'source' if route.source != 'config' else 'created_at'}",
+                                  "unknown key (set by the gateway)")
+            if route.number in numbers:
+                raise ConfigError(f"routes[{i}].number",
+                                  f"{route.number!r} is already routed by routes[{numbers[route.number]}]")
+            numbers[route.number] = i
+        if not 400 <= self.reject_status <= 699:
+            raise ConfigError("reject_status", f"expected a SIP failure status (400-699), got {self.reject_status}")
+        if self.tolerance_seconds < 1:
+            raise ConfigError("tolerance_seconds", "must be positive")
+        if self.webhook_secret is not None:
+            try:
+                signing_key(self.webhook_secret.reveal())
+            except ValueError as exc:
+                raise ConfigError("webhook_secret", str(exc)) from None
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -177,7 +218,7 @@ class Settings:
     start: StartSettings = field(default_factory=StartSettings)
     sessions: SessionsSettings = field(default_factory=SessionsSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
-    telephony: Mapping[str, Any] = field(default_factory=dict)
+    telephony: TelephonySettings = field(default_factory=TelephonySettings)
     admin: Mapping[str, Any] = field(default_factory=dict)
     proxy_env: ProxyEnvironment = field(default_factory=ProxyEnvironment)
     legacy_workflow_id: str | None = None  # CHATKIT_WORKFLOW_ID
@@ -329,6 +370,16 @@ def parse_workflows(value: Any) -> tuple[WorkflowEntry, ...]:
     return tuple(parsed)
 
 
+def with_webhook_secret(telephony: TelephonySettings, environ: Mapping[str, str]) -> TelephonySettings:
+    """`telephony.webhook_secret` when the file names one, else OPENAI_WEBHOOK_SECRET (as the official SDK reads it)."""
+    if telephony.webhook_secret is not None or not environ.get("OPENAI_WEBHOOK_SECRET"):
+        return telephony
+    try:
+        return dataclasses.replace(telephony, webhook_secret=Secret(environ["OPENAI_WEBHOOK_SECRET"]))
+    except ConfigError as exc:
+        raise ConfigError("OPENAI_WEBHOOK_SECRET", exc.reason) from None
+
+
 def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
     """Read `path` (or nothing), apply the environment, and validate everything."""
     raw = read_yaml(path) if path else {}
@@ -349,6 +400,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settin
     key = environ.get(settings.upstream.api_key_env)
     return dataclasses.replace(
         settings,
+        telephony=with_webhook_secret(settings.telephony, environ),
         upstream=dataclasses.replace(settings.upstream, api_key=Secret(key) if key else None),
         proxy_env=read_proxy_env(environ),
         workflows=workflows,

@@ -67,6 +67,13 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE webhook_deliveries (
+        webhook_id TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_at ON webhook_deliveries (at);
+    """,
 )
 
 
@@ -101,6 +108,14 @@ class SessionRecord:
     created_at: float
     expires_at: float
     status: str = "active"  # active | cancelled
+
+
+@dataclass(frozen=True)
+class CallRouteRecord:
+    number: str  # a number, or a prefix ending in "*"
+    slug: str
+    created_at: float
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -253,6 +268,36 @@ class Store:
 
     async def purge_sessions(self, now: float) -> int:
         return await self._write("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+
+    # Telephony routes and webhook deliveries -------------------------------------------------
+
+    async def list_call_routes(self) -> list[CallRouteRecord]:
+        rows = await self._all("SELECT number, slug, created_at, updated_at FROM telephony_routes ORDER BY created_at, id")
+        return [CallRouteRecord(r["number"], r["slug"], r["created_at"], r["updated_at"]) for r in rows]
+
+    async def add_call_route(self, number: str, slug: str) -> CallRouteRecord:
+        """Insert a new number; an existing one raises Conflict."""
+        now = time.time()
+        await self._write("INSERT INTO telephony_routes (number, slug, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                          (number, slug, now, now))
+        return CallRouteRecord(number, slug, now, now)
+
+    async def update_call_route(self, number: str, slug: str) -> bool:
+        return await self._write("UPDATE telephony_routes SET slug = ?, updated_at = ? WHERE number = ?",
+                                 (slug, time.time(), number)) > 0
+
+    async def delete_call_route(self, number: str) -> bool:
+        return await self._write("DELETE FROM telephony_routes WHERE number = ?", (number,)) > 0
+
+    async def delivery_recorded(self, webhook_id: str, *, since: float) -> bool:
+        row = await self._one("SELECT 1 FROM webhook_deliveries WHERE webhook_id = ? AND at >= ?", (webhook_id, since))
+        return row is not None
+
+    async def record_delivery(self, webhook_id: str, at: float) -> None:
+        await self._write("INSERT OR REPLACE INTO webhook_deliveries (webhook_id, at) VALUES (?, ?)", (webhook_id, at))
+
+    async def purge_deliveries(self, before: float) -> int:
+        return await self._write("DELETE FROM webhook_deliveries WHERE at < ?", (before,))
 
     # Audit ---------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ Fault triggers:
 - ``/conversation``, keyed on the user's text: ``!!slow``, ``!!disconnect``, ``!!error``,
   ``!!silent``, ``!!big``.
 - any route, header ``x-fake-fault``: ``status=503``, ``nonjson``, ``drop``.
+- call accept, by attribute: ``fail_next_accepts = n`` answers the next n accepts 500 (nothing recorded).
 """
 
 from __future__ import annotations
@@ -244,6 +245,7 @@ class FakeOpenAI:
         self.threads: dict[str, Thread] = {}
         self.uploads: list[dict[str, Any]] = []  # {id, name, mime_type, size, sha256}
         self.calls: list[CallAction] = []
+        self.fail_next_accepts = 0
         self.clock_offset = 0.0
         self._secrets: dict[str, Session] = {}
 
@@ -715,6 +717,9 @@ class FakeOpenAI:
         required = {"accept": "type", "refer": "target_uri"}.get(action)
         if required and required not in (body or {}):
             raise missing(required)
+        if action == "accept" and self.fail_next_accepts > 0:
+            self.fail_next_accepts -= 1
+            raise ApiError(500, "The server had an error while processing your request.")
         self.calls.append(CallAction(request.match_info["call_id"], action, body))
         return web.Response(status=200)
 
