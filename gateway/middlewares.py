@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 
 from aiohttp import web
 
@@ -22,13 +22,18 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 HTTP_CODES = {404: errors.NotFound, 405: errors.MethodNotAllowed, 413: errors.BodyTooLarge}
 
 
+def new_request_id() -> str:
+    """32 random hex digits, like uuid4().hex without building a UUID (a fifth of the cost, on every request)."""
+    return os.urandom(16).hex()
+
+
 def request_context(trusted: TrustedProxies) -> web.middleware:
     """Request id, real client address and a fresh Exchange, before anything else runs."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-ID")
-        request[keys.request_id] = incoming if incoming and REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request[keys.request_id] = incoming if incoming and REQUEST_ID.fullmatch(incoming) else new_request_id()
         peer = request.remote
         request[keys.peer_trusted] = trusted.trusts(peer)
         request[keys.client_ip] = trusted.client_ip(peer, request.headers.get("X-Forwarded-For"))

@@ -9,10 +9,11 @@ and it has neither expired nor been cancelled. Sessions minted through the relay
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -46,12 +47,19 @@ RESPONSE_DROP = HOP_BY_HOP | frozenset({"set-cookie", "server", "date", "x-reque
 
 def safe_tail(request: web.Request) -> str:
     """The part after /api/chatkit/, from the raw path; anything escaping or encoded is refused."""
-    raw = request.raw_path.split("?", 1)[0]
-    if not raw.startswith(PREFIX):
+    tail = checked_tail(request.raw_path.split("?", 1)[0])
+    if tail is None:
         raise errors.InvalidPath()
+    return tail
+
+
+@functools.lru_cache(maxsize=4096)  # most requests go to a few paths: check each once
+def checked_tail(raw: str) -> str | None:
+    if not raw.startswith(PREFIX):
+        return None
     tail = raw[len(PREFIX):]
     if not tail or not all(SAFE_SEGMENT.fullmatch(segment) for segment in tail.split("/")):
-        raise errors.InvalidPath()
+        return None
     return tail
 
 
@@ -59,6 +67,7 @@ STATIC_SEGMENTS = frozenset({"sessions", "cancel", "threads", "items", "conversa
                              "verify", "verify_hosted"})
 
 
+@functools.lru_cache(maxsize=4096)
 def route_template(tail: str) -> str:
     """A bounded label for a relayed path: ids become {id}; anything unfamiliar is "other"."""
     parts = []
@@ -83,27 +92,29 @@ def client_secret_of(request: web.Request) -> str | None:
     return None
 
 
-def connection_tokens(headers: CIMultiDict[str] | web.BaseRequest) -> frozenset[str]:
-    value = headers.get("Connection") if isinstance(headers, CIMultiDict) else headers.headers.get("Connection")
+NO_TOKENS: frozenset[str] = frozenset()
+
+
+def connection_tokens(headers: Mapping[str, str] | web.BaseRequest) -> frozenset[str]:
+    """The header names a Connection header lists, lower-cased: hop-by-hop for this hop only."""
+    value = headers.headers.get("Connection") if isinstance(headers, web.BaseRequest) else headers.get("Connection")
     if not value:
-        return frozenset()
+        return NO_TOKENS
     return frozenset(token.strip().lower() for token in value.split(","))
 
 
 def passed_headers(request: web.Request, drop_prefix: str | None = None) -> CIMultiDict[str]:
     """The client's headers any upstream may see (plus `X-Forwarded-*` and `X-Request-ID`), without credentials."""
+    # One pass, then one CIMultiDict: the names set below are all in REQUEST_DROP, so appending them
+    # cannot duplicate a client's header (and needs none of CIMultiDict's replace-by-name scans).
     named = connection_tokens(request)
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in request.headers.items():
-        lower = name.lower()
-        if lower in REQUEST_DROP or lower in named or (drop_prefix and lower.startswith(drop_prefix)):
-            continue
-        headers.add(name, value)
-    headers["X-Forwarded-For"] = request[keys.client_ip]
+    kept = [(name, value) for name, value in request.headers.items()
+            if (lower := name.lower()) not in REQUEST_DROP and lower not in named
+            and not (drop_prefix and lower.startswith(drop_prefix))]
     forwarded_proto = request.headers.get("X-Forwarded-Proto") if request[keys.peer_trusted] else None
-    headers["X-Forwarded-Proto"] = forwarded_proto or request.scheme
-    headers["X-Request-ID"] = request[keys.request_id]
-    return headers
+    kept += (("X-Forwarded-For", request[keys.client_ip]), ("X-Forwarded-Proto", forwarded_proto or request.scheme),
+             ("X-Request-ID", request[keys.request_id]))
+    return CIMultiDict(kept)
 
 
 def upstream_headers(request: web.Request, upstream: Upstream, client_secret: str | None) -> CIMultiDict[str]:
@@ -121,16 +132,14 @@ def upstream_headers(request: web.Request, upstream: Upstream, client_secret: st
 
 
 def response_headers(upstream_response: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    named = connection_tokens(CIMultiDict(upstream_response.headers))
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream_response.headers.items():
-        lower = name.lower()
-        if lower in RESPONSE_DROP or lower in named:
-            continue
-        headers.add(name, value)
-    if "X-Request-ID" in upstream_response.headers:
-        headers["X-Upstream-Request-ID"] = upstream_response.headers["X-Request-ID"]
-    return headers
+    received = upstream_response.headers
+    named = connection_tokens(received)
+    kept = [(name, value) for name, value in received.items()
+            if (lower := name.lower()) not in RESPONSE_DROP and lower not in named]
+    upstream_id = received.get("X-Request-ID")
+    if upstream_id is not None:
+        kept.append(("X-Upstream-Request-ID", upstream_id))
+    return CIMultiDict(kept)
 
 
 def is_event_stream(content_type: str | None) -> bool:

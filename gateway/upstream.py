@@ -134,6 +134,47 @@ def body_error(exc: BaseException) -> errors.GatewayError | None:
     return None
 
 
+class BodyWatchdog:
+    """The read timeout of a streamed body, checked four times a period instead of re-armed per chunk.
+
+    aiohttp's sock_read cancels and re-arms a timer for every chunk it receives: on a stream that is
+    ~8% of the gateway's CPU per event (bench/, BENCHMARKS.md). Once the headers are in, the body's
+    timeout moves here: a body silent for `seconds` (to within a quarter more) fails its next read
+    with ServerTimeoutError, as sock_read did. The timer aiohttp armed for the headers stays, so a
+    body that never starts still fails after exactly `seconds`.
+    """
+
+    def __init__(self, content: aiohttp.StreamReader, seconds: float) -> None:
+        self.content = content
+        self.seconds = seconds
+        self.loop = asyncio.get_running_loop()
+        self.seen = content.total_bytes
+        self.since = self.loop.time()
+        self.handle = self.loop.call_later(seconds / 4, self.check)
+
+    @classmethod
+    def take_over(cls, response: aiohttp.ClientResponse, seconds: float | None) -> BodyWatchdog | None:
+        connection = response.connection
+        if not seconds or connection is None or connection.protocol is None:
+            return None  # no timeout, or the body is already in
+        connection.protocol.read_timeout = None  # no new timer per chunk from now on
+        return cls(response.content, seconds)
+
+    def check(self) -> None:
+        now = self.loop.time()
+        if self.content.total_bytes != self.seen:
+            self.seen, self.since = self.content.total_bytes, now
+        elif self.content.is_eof():
+            return
+        elif now - self.since >= self.seconds:
+            self.content.set_exception(aiohttp.ServerTimeoutError("Timeout on reading data from socket"))
+            return
+        self.handle = self.loop.call_later(self.seconds / 4, self.check)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
 class Upstream:
     """A named upstream base URL with its pooled session. Open in cleanup_ctx, then use."""
 
@@ -213,11 +254,14 @@ class Upstream:
             if raised_by_body is not None:
                 raise raised_by_body from None  # e.g. body_too_large, from the streamed request body
             raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
+        watchdog = BodyWatchdog.take_over(response, self.timeouts.read) if stream else None
         try:
             if response.status == 407 and self.route.proxy is not None:
                 raise self._proxy_failure("the proxy asked for credentials (407)")
             yield response
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             response.release()
 
     async def post_json(self, path: str, body: Mapping[str, Any] | None, *,
