@@ -277,9 +277,15 @@ async def stream_back(request: web.Request, upstream_response: aiohttp.ClientRes
     elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
         response.content_length = upstream_response.content_length
     await response.prepare(request)
-    try:
-        await pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()),
+    copying = pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()),
                    request.app[keys.settings].server.heartbeat_seconds)
+    try:
+        if exchange.event_stream:
+            # In a task of its own, each event resumes only the pump's short stack, not the handler's
+            # whole chain of middlewares and plugins; cancelling the handler cancels the pump.
+            await asyncio.create_task(copying)
+        else:
+            await copying
     except ConnectionResetError:
         exchange.error = "client_disconnected"  # the caller's leaving its `async with` closes the upstream
         raise
