@@ -68,6 +68,7 @@ def minting_problem(peers: list[Peer]) -> str | None:
 def request_axes(bench: Bench, axes: set[str], args: argparse.Namespace, results: dict, progress: Progress) -> None:
     peers = bench.peers("requests")
     gateways = [p for p in peers if p.chain is not None]
+    results["chains"]["key"] = next((g.key_source for g in bench.gateways if g.key_source), None)
     results["idle_rss_kb"] = {p.name: memory_kb(p.pid)["VmRSS"] for p in gateways if p.pid}
     for peer in peers:
         require_ok(peer, peer.session_path)

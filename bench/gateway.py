@@ -99,10 +99,12 @@ class Gateway:
         self.port = port
         self.config = write_config(directory, port, upstream_port, chain)
         self.headers: dict[str, str] = {}
+        self.key_source: str | None = None
         admin_key = None
         if "auth" in chain.names:
             env = environment(directory, None)
             key = create_api_key(self.config, env)
+            self.key_source = "python -m gateway keys create" if key else "GATEWAY_ADMIN_API_KEY"
             if key is None:
                 key = admin_key = "gk_" + secrets.token_urlsafe(32)  # the bootstrap admin key
             self.headers["Authorization"] = "Bearer " + key

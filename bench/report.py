@@ -86,6 +86,7 @@ def markdown(results: dict) -> str:
            f"nginx {m['nginx']}, {m['wrk']}.", ""]
     chains = results["chains"]
     out += [f"Shipped chain: {', '.join(chains['shipped']) or '(empty)'}"
+            + (f" (API key from `{chains['key']}`)" if chains.get("key") else "")
             + (f"; not yet available: {', '.join(chains['missing'])}" if chains["missing"] else "") + ".", ""]
     opts = results["options"]
 
@@ -130,7 +131,7 @@ def markdown(results: dict) -> str:
                              num(r["event_p99_ms"]), num(r["added_event_p50_ms"]), num(r["added_event_p99_ms"]),
                              f"{r['dropped']}/{r['streams']}", num(r["max_gap_ms"], 0), num(r.get("late_p99_ms"), 0),
                              mb(r.get("peak_rss_kb")),
-                             num(r.get("kb_per_stream"), 1)])
+                             num(r.get("kb_per_stream"), 1) if int(count) >= 100 else "-"])
         out += table(["streams", "peer", "TTFB p50 ms", "TTFB p99 ms", "event p50 ms", "event p99 ms",
                       "added p50 ms", "added p99 ms", "dropped", "max gap ms", "late p99 ms", "peak RSS MB",
                       "KB/stream"], rows)
@@ -141,8 +142,9 @@ def markdown(results: dict) -> str:
                           f"{'' if s['ok'] else ', stalled'})" for s in most["steps"])
         out += [f"**5. Most stall-free 20 ms-paced streams** ({most['peer']}, one core; stall = gap > "
                 f"{most['stall_ms']:.0f} ms): **{'≥ ' if most['at_least'] else ''}{most['max_streams']}**"
-                + (" (where the load generator itself stalls going direct: the harness's limit, not the gateway's)"
-                   if most["at_least"] else "")
+                + {"harness": " (then the load generator itself stalled going direct: the harness's limit, "
+                              "not the gateway's)",
+                   "steps": " (the last step; the gateway never stalled)"}.get(most.get("limit", ""), "")
                 + f". Steps: {steps}.", ""]
     soak = results.get("soak")
     if soak:
@@ -164,6 +166,8 @@ def markdown(results: dict) -> str:
 
 
 HEADLINES = (
+    ("direct relay req/s (the machine's state)", ("relay", "direct", "rps")),
+    ("nginx relay req/s (the machine's state)", ("relay", "nginx", "rps")),
     ("relay req/s", ("relay", "{gw}", "rps")),
     ("relay p99 ms", ("relay", "{gw}", "p99_ms")),
     ("relay CPU µs/req", ("relay", "{gw}", "cpu_us_per_req")),
@@ -194,7 +198,9 @@ def changes(previous: dict | None, results: dict) -> str:
         if isinstance(old, (int, float)) and isinstance(new, (int, float)):
             delta = f"{(new - old) * 100 / old:+.0f}%" if old else "-"
             rows.append([label, num(old), num(new), delta])
-    head = f"Compared with the run of {previous.get('started', '?')} ({gw}; noisy shared machine: ±10% is noise):"
+    head = (f"Compared with the run of {previous.get('started', '?')} ({gw}). The machine is shared: when direct "
+            "and nginx moved as much, the change is the machine's load, not the gateway's; code changes are "
+            "measured by A/B runs (see below).")
     return "\n".join([head, "", *table(["figure", "before", "now", "change"], rows)])
 
 

@@ -19,7 +19,7 @@ LEVELS = (1, 100, 1000)
 EVENTS, PACE_MS = 60, 50.0
 STEP_PACE_MS = 20.0
 STALL_MS = 200.0
-STEPS = (100, 200, 300, 400, 500, 600, 800, 1000)
+STEPS = (100, 200, 300, 400, 500, 600, 800, 1000, 1250)
 
 
 def ramp_for(count: int) -> float:
@@ -78,13 +78,14 @@ def max_streams(peer: Peer, direct: Peer, *, progress: Progress, steps: Sequence
     upstream) is the limit, and the answer is "at least" the last step the peer held. A step the
     peer fails is tried once more, since this machine is shared and noisy.
     """
-    best, tried, harness_limited = 0, [], True
+    best, tried, limit = 0, [], "steps"  # what ended the stepping: "steps", "harness" or "peer"
     for count in steps:
         control = step(direct, count)
         progress(f"max streams direct x{count}: {'ok' if control['ok'] else 'STALL'}, max gap "
                  f"{control['max_gap_ms']:.0f} ms, late p99 {fmt(control['late_p99_ms'])} ms")
         if not control["ok"]:
-            break  # the load generator cannot drive this many: stop at the harness's limit
+            limit = "harness"  # the load generator cannot drive this many, even direct
+            break
         run = step(peer, count)
         if not run["ok"]:
             progress(f"max streams {peer.name} x{count}: stalled (max gap {run['max_gap_ms']:.0f} ms, "
@@ -95,10 +96,10 @@ def max_streams(peer: Peer, direct: Peer, *, progress: Progress, steps: Sequence
                  f"{run['max_gap_ms']:.0f} ms, event p99 {fmt(run['event_p99_ms'])} ms, late p99 "
                  f"{fmt(run['late_p99_ms'])} ms" + (f", errors {run['errors']}" if run["errors"] else ""))
         if not run["ok"]:
-            harness_limited = False
+            limit = "peer"
             break
         best = count
-    return {"peer": peer.name, "max_streams": best, "at_least": harness_limited, "pace_ms": STEP_PACE_MS,
+    return {"peer": peer.name, "max_streams": best, "at_least": limit != "peer", "limit": limit, "pace_ms": STEP_PACE_MS,
             "stall_ms": STALL_MS, "steps": tried}
 
 

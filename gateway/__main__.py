@@ -8,18 +8,21 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
-
+from .apikeys import KeyBook
 from .app import create_app
 from .doctor import run as run_doctor
 from .logs import configure_logging
 from .migration import as_json as migration_json, as_text as migration_text
 from .registry import preview
 from .schema import ConfigError, dump
+from .runner import run_server, run_worker
 from .settings import Settings, load_settings
+from .storage import Conflict, Store
 from .telephony import config_warnings as telephony_warnings
+from .workers import serve_workers
 
 log = logging.getLogger("chatkit_gateway")
 
@@ -44,20 +47,10 @@ def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
+    if settings.server.workers == 1:
+        return run_server(settings, builtin_plugins(), environ)
     configure_logging(settings.log.level, settings.log.format)
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-    app = create_app(settings, builtin_plugins(), environ)
-    runner_kwargs = dict(host=settings.server.host, port=settings.server.port, access_log=None,
-                         print=None, handler_cancellation=True,
-                         shutdown_timeout=settings.server.drain_seconds)
-    if uvloop is not None:
-        web.run_app(app, loop=uvloop.new_event_loop(), **runner_kwargs)
-    else:
-        web.run_app(app, **runner_kwargs)
-    return 0
+    return serve_workers(settings, run_worker, settings.source, dict(environ), builtin_plugins())
 
 
 def check_config(settings: Settings, environ: Mapping[str, str]) -> int:
@@ -77,6 +70,44 @@ def check_config(settings: Settings, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def when(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else "-"
+
+
+async def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """keys create | list | revoke, straight on the store; a running gateway notices within seconds."""
+    store = Store(settings.storage.path)
+    await store.open()
+    try:
+        book = KeyBook(store)
+        if args.keys_command == "create":
+            try:
+                key = await book.create(args.name, admin=args.admin, actor="cli")
+            except Conflict:
+                print(f"error: a key named {args.name!r} already exists", file=sys.stderr)
+                return 1
+            print(key)
+            print(f"created key {args.name!r}{' (admin)' if args.admin else ''}; this is the only time it is shown",
+                  file=sys.stderr)
+            return 0
+        if args.keys_command == "list":
+            rows = [("NAME", "PREFIX", "ADMIN", "CREATED", "REVOKED")]
+            rows += [(r.name, r.prefix, "yes" if r.is_admin else "no", when(r.created_at), when(r.revoked_at))
+                     for r in await store.list_keys()]
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+            for row in rows:
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            return 0
+        revoked = await book.revoke(args.key, actor="cli")
+        if not revoked:
+            print(f"error: no live key is named or prefixed {args.key!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {revoked} key{'s' if revoked > 1 else ''}")
+        return 0
+    finally:
+        await store.close()
+
+
 def doctor(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging("CRITICAL", "text", stream=sys.stderr)  # the checks' own lines say what went wrong
     return asyncio.run(run_doctor(settings, sys.stdout, url=args.url, api_key=args.api_key))
@@ -92,17 +123,28 @@ def migrate_plan(settings: Settings, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m gateway", description="ChatKit gateway")
     commands = root.add_subparsers(dest="command", required=True)
+    config_help = "path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)"
     for name, help_text in (("serve", "run the gateway"),
                             ("check-config", "print the effective config (secrets masked) or the error")):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
+        command.add_argument("--config", help=config_help)
+    keys_commands = commands.add_parser("keys", help="manage API keys (gk_…) in the configured storage") \
+        .add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--admin", action="store_true", help="the key may use admin routes")
+    listing = keys_commands.add_parser("list", help="every key's name, prefix, role and dates (never a secret)")
+    revoke = keys_commands.add_parser("revoke", help="revoke the keys with this name or prefix")
+    revoke.add_argument("key", metavar="NAME|PREFIX")
+    for command in (create, listing, revoke):
+        command.add_argument("--config", help=config_help)
     check = commands.add_parser("doctor", help="check the way in (buffering) and the way out (proxy, key, clock)")
-    check.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
+    check.add_argument("--config", help=config_help)
     check.add_argument("--url", help="the gateway's public URL, as clients reach it (default: server.host:port)")
     check.add_argument("--api-key", help="a gateway key, when an auth plugin guards /api/chatkit")
     migration = commands.add_parser("migrate-plan", help="hosted workflows, their ChatKit server replacements, "
                                                          "and what the front end gets after the flip")
-    migration.add_argument("--config", help="path to config.yaml (default: $GATEWAY_CONFIG, ./config.yaml)")
+    migration.add_argument("--config", help=config_help)
     migration.add_argument("--json", action="store_true", help="print the plan as JSON")
     return root
 
@@ -114,6 +156,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings = load(args, environ)
         if args.command == "serve":
             return serve(settings, environ)
+        if args.command == "keys":
+            return asyncio.run(manage_keys(settings, args))
         if args.command == "doctor":
             return doctor(settings, args)
         if args.command == "migrate-plan":

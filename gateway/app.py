@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from . import diag, health, hosted, keys, protocol, relay, sessions, telephony
+from . import admin, diag, health, hosted, keys, protocol, relay, sessions, telephony
 from .callroutes import CallRoutes
 from .chain import build_plugins, wrap
 from .forwarded import TrustedProxies
@@ -20,6 +20,7 @@ from .servers import ServerPool, servers_ctx
 from .sessions import SessionBook, sessions_ctx
 from .settings import Settings, load_settings
 from .storage import Store
+from .traffic import Traffic, recorded
 from .upstream import Upstream, choose_route
 from .webhooks import Deliveries
 
@@ -83,15 +84,18 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     app[keys.store] = Store(settings.storage.path)
     app[keys.config_reloads] = Counter("gateway_config_reloads", "Reloads of workflows: and start: by result.",
                                        ["result"], registry=app[keys.metrics_registry])
+    app[keys.auth_failures] = Counter("gateway_auth_failures", "Failed or suspicious authentications by reason.",
+                                      ["reason"], registry=app[keys.metrics_registry])
     app[keys.registry] = workflow_registry(app, os.environ if environ is None else environ)
     app[keys.sessions] = SessionBook(app[keys.store], settings.sessions)
+    app[keys.traffic] = Traffic()
+    app[keys.servers] = ServerPool(app[keys.registry], settings, os.environ if environ is None else environ)
     app[keys.call_routes] = CallRoutes(app[keys.store], settings.telephony.routes, settings.telephony.default_workflow)
     app[keys.webhook_deliveries] = Deliveries(app[keys.store])
     app[keys.telephony_calls] = Counter("gateway_telephony_calls", "Incoming calls by workflow slug and outcome.",
                                         ["workflow", "outcome"], registry=app[keys.metrics_registry])
     app[keys.telephony_webhooks] = Counter("gateway_telephony_webhooks", "Telephony webhook deliveries by result.",
                                            ["result"], registry=app[keys.metrics_registry])
-    app[keys.servers] = ServerPool(app[keys.registry], settings, os.environ if environ is None else environ)
     app[keys.readiness_checks] = {
         "config": lambda: (True, settings.source or "defaults"),
         "upstream_key": lambda: (bool(settings.upstream.api_key),
@@ -102,8 +106,9 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(registry_ctx)
     app.cleanup_ctx.append(sessions_ctx)
-    app.cleanup_ctx.append(telephony.telephony_ctx)
     app.cleanup_ctx.append(servers_ctx)
+    app.cleanup_ctx.append(telephony.telephony_ctx)
+    admin.install(app)  # /admin, /chat and /static: outside the plugin chain, with their own login
     app.on_shutdown.append(mark_shutting_down)
     app.on_response_prepare.append(stamp_response)
 
@@ -116,8 +121,6 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
 
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    # before the relay's catch-all, which would match it
-    app.router.add_route("GET", diag.ROUTE, wrap(diag.diag_stream, plugins), name="diag_stream")
     gateway_routes = (
         ("POST", "/api/chatkit/session", sessions.create_session, "chatkit_session"),
         ("POST", "/api/chatkit/session/{session_id}/cancel", sessions.cancel_session, "chatkit_session_cancel"),
@@ -127,15 +130,16 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
         ("DELETE", "/api/chatkit/hosted/{slug}", hosted.delete_workflow, "hosted_delete"),
         ("PUT", "/api/chatkit/start", hosted.set_start, "hosted_start"),
         ("POST", "/api/admin/reload", hosted.reload_config, "admin_reload"),
+        ("*", sessions.SERVER_API_URL, protocol.relay_to_server, "chatkit_server"),
+        ("GET", diag.ROUTE, diag.diag_stream, "diag_stream"),
         ("GET", "/api/telephony/routes", telephony.list_routes, "telephony_routes_list"),
         ("POST", "/api/telephony/routes", telephony.create_route, "telephony_routes_create"),
         ("PATCH", "/api/telephony/routes/{number}", telephony.update_route, "telephony_routes_update"),
         ("DELETE", "/api/telephony/routes/{number}", telephony.delete_route, "telephony_routes_delete"),
-        ("*", sessions.SERVER_API_URL, protocol.relay_to_server, "chatkit_server"),
     )
     for method, path, handler, name in gateway_routes:  # before the relay's catch-all, which would match them
-        app.router.add_route(method, path, wrap(handler, plugins), name=name)
-    app.router.add_route("*", "/api/chatkit/{tail:.*}", wrap(relay.relay, plugins), name="chatkit_relay")
+        app.router.add_route(method, path, recorded(wrap(handler, plugins)), name=name)
+    app.router.add_route("*", "/api/chatkit/{tail:.*}", recorded(wrap(relay.relay, plugins)), name="chatkit_relay")
     # Outside the chain: the webhook's signature is its auth, and it logs and counts each call itself.
     app.router.add_post("/api/telephony/incoming", telephony.incoming_call, name="telephony_incoming")
     return app

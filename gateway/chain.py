@@ -4,17 +4,23 @@ A plugin is a class with a `name`, an optional frozen `Settings` dataclass (its 
 an optional `after` tuple naming plugins that must come before it, `async __call__(request,
 handler)` and an optional `setup(app)`. Built-ins are looked up by name; anything else by
 dotted path (``package.module.ClassName``), and both follow the same contract.
+
+A plugin answers locally by raising a GatewayError. The chain turns such errors into the
+gateway's JSON answer at each link, so every plugin sees a response from `await handler(request)`
+(with its status, body and headers); only a client that went away, or a bug, raises through it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
 
-from . import keys
+from . import errors, keys
+from .middlewares import shaped
 from .schema import ConfigError, build
 from .settings import PluginSpec
 
@@ -68,7 +74,7 @@ def wrap(terminal: Handler, plugins: Sequence[Any]) -> Handler:
     """One handler that runs `plugins` around `terminal`; built once per route, not per request."""
     handler = terminal
     for plugin in reversed(plugins):
-        handler = _bind(plugin, handler)
+        handler = _bind(plugin, _answering(handler))
     return handler
 
 
@@ -79,6 +85,44 @@ def _bind(plugin: Any, inner: Handler) -> Handler:
     return handler
 
 
+def _answering(inner: Handler) -> Handler:
+    """`inner`, with gateway-made errors turned into their JSON answer for the plugin around it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            return await inner(request)
+        except (errors.GatewayError, web.HTTPException) as exc:
+            response = shaped(request, exc)
+            if response is None:
+                raise
+            return response
+
+    return handler
+
+
 def observe_chunks(request: web.Request, observer: Callable[[bytes], None]) -> None:
     """Have `observer` see each body chunk the gateway streams back, as it goes out."""
     request.setdefault(keys.chunk_observers, []).append(observer)
+
+
+def add_response_header(request: web.Request, name: str, value: str) -> None:
+    """Have the response carry `name: value`, streams included; call it before awaiting the handler."""
+    request.setdefault(keys.response_headers, []).append((name, value))
+
+
+def route_of(request: web.Request) -> str:
+    """The route template for logs and labels: the handler's, else the matched resource's, else "other"."""
+    route = request.get(keys.route)
+    if route is None:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "other"
+    return route
+
+
+def ended_by(exc: BaseException) -> tuple[int, str]:
+    """The status and error code to record for a request whose handler raised `exc`."""
+    if isinstance(exc, (asyncio.CancelledError, ConnectionError)):
+        return 499, "client_disconnected"  # nginx's code for a client that closed the connection
+    if isinstance(exc, errors.GatewayError):
+        return exc.status, exc.code
+    return 500, errors.InternalError.code

@@ -20,6 +20,14 @@ sessions = web.AppKey("sessions", "SessionBook")
 servers = web.AppKey("servers", "ServerPool")
 # Config reloads by result (ok | error): gateway_config_reloads_total, made by create_app.
 config_reloads = web.AppKey("config_reloads", "Counter")
+# Failed or suspicious authentications by reason: gateway_auth_failures_total, made by create_app.
+auth_failures = web.AppKey("auth_failures", "Counter")
+# The API keys held in memory and refreshed on change (set up by the auth plugin).
+api_keys = web.AppKey("api_keys", "KeyBook")
+# Failed authentication attempts per client IP, for the auth plugin's rate limit.
+auth_limiter = web.AppKey("auth_limiter", "FailureLimiter")
+# The metrics plugin's instruments, with their label children cached.
+instruments = web.AppKey("instruments", "Instruments")
 # Telephony routes (config.yaml and SQLite) merged, held in memory and refreshed on change.
 call_routes = web.AppKey("call_routes", "CallRoutes")
 # Webhook ids already acted on (in memory and SQLite), so a replay or retry acts once.
@@ -37,6 +45,11 @@ lifecycle = web.AppKey("lifecycle", "Lifecycle")
 # Named readiness checks that plugins and subsystems add: name -> () -> (ok, detail).
 readiness_checks = web.AppKey("readiness_checks", "dict[str, Callable[[], tuple[bool, str]]]")
 
+# Per-minute request counts, latencies and errors of the gateway routes over the last hour (Status page).
+traffic = web.AppKey("traffic", "Traffic")
+# Signs and reads the admin session cookie, and the CSRF tokens bound to it.
+admin_cookie = web.AppKey("admin_cookie", "SessionCookie")
+
 # The request id: a well-formed incoming X-Request-ID, else a new one.
 request_id = web.RequestKey("request_id", str)
 # The client's address: the peer, or the rightmost untrusted X-Forwarded-For hop.
@@ -53,7 +66,15 @@ exchange = web.RequestKey("exchange", "Exchange")
 chunk_observers = web.RequestKey("chunk_observers", "list[Callable[[bytes], None]]")
 # The route template, for logs and metric labels ("other" when nothing matched).
 route = web.RequestKey("route", str)
+# Headers plugins add to the response, written when it is prepared (streams included).
+response_headers = web.RequestKey("response_headers", "list[tuple[str, str]]")
 # Extra values for the access log line (e.g. the ChatKit operation), set by handlers.
 log_fields = web.RequestKey("log_fields", "dict[str, Any]")
 # The ChatKit operation of a request to a server slug (threads.create, items.list, … or "other"): a bounded label.
 operation = web.RequestKey("operation", str)
+# The admin or chat page's visit: its session cookie (or a new anonymous one), which binds CSRF tokens.
+admin_visit = web.RequestKey("admin_visit", "Visit")
+# Who is looking at an admin or chat page (a cookie login or trusted nginx headers); None before login.
+page_user = web.RequestKey("page_user", "Principal | None")
+# The language of an admin or chat page: "en" or "fr".
+page_language = web.RequestKey("page_language", str)

@@ -26,15 +26,25 @@ ALLOWED_FIELDS = (
 )
 
 
-def redact(text: str) -> str:
-    def mask(match: re.Match[str]) -> str:
-        if match.group("bearer"):
-            return match.group("bearer") + "***"
-        if match.group("url"):
-            return "://***@"
-        return match.group(0)[:3] + "***"
+ALLOWED_NAMES = frozenset(ALLOWED_FIELDS)
 
-    return SECRET_PATTERNS.sub(mask, text)
+# Every match of SECRET_PATTERNS contains one of these; plain substring tests are ~20x cheaper than the regex.
+SECRET_MARKERS = ("Bearer", "Basic", "://", "k-", "k_", "whsec_")
+
+
+def _mask(match: re.Match[str]) -> str:
+    if match.group("bearer"):
+        return match.group("bearer") + "***"
+    if match.group("url"):
+        return "://***@"
+    return match.group(0)[:3] + "***"
+
+
+def redact(text: str) -> str:
+    for marker in SECRET_MARKERS:
+        if marker in text:
+            return SECRET_PATTERNS.sub(_mask, text)
+    return text
 
 
 class RedactingFilter(logging.Filter):
@@ -44,10 +54,11 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         record.msg = redact(message)
         record.args = None
-        for name in ALLOWED_FIELDS:
-            value = record.__dict__.get(name)
+        fields = record.__dict__
+        for name in ALLOWED_NAMES.intersection(fields):  # the allowed fields this record has
+            value = fields[name]
             if isinstance(value, str):
-                record.__dict__[name] = redact(value)
+                fields[name] = redact(value)
         return True
 
 
@@ -59,10 +70,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = record.__dict__
         for name in ALLOWED_FIELDS:
-            value = record.__dict__.get(name)
-            if value is not None:
-                line[name] = value
+            if name in fields:  # a field the emitter names is kept, null included (access lines have a fixed set)
+                line[name] = fields[name]
         if record.exc_info:
             line["traceback"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
@@ -85,4 +96,6 @@ def configure_logging(level: str, fmt: str, stream: Any = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").disabled = True  # the access_log plugin writes ours
+    # No formatter prints these, and each costs a call for every record (one per request with access_log).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("aiosqlite").setLevel(logging.INFO)  # its DEBUG lines carry SQL parameters: stored key material

@@ -49,24 +49,32 @@ def error_response(error: errors.GatewayError, request_id: str) -> web.Response:
     return response
 
 
+def shaped(request: web.Request, exc: BaseException) -> web.Response | None:
+    """The answer for a GatewayError or an aiohttp HTTP error (400 and up); None for anything else."""
+    if isinstance(exc, errors.GatewayError):
+        request[keys.exchange].error = exc.code
+        return error_response(exc, request[keys.request_id])
+    if not isinstance(exc, web.HTTPException) or exc.status < 400:
+        return None
+    error_class = HTTP_CODES.get(exc.status)
+    error = error_class() if error_class else errors.BadRequest(exc.reason)
+    request[keys.exchange].error = error.code
+    response = error_response(error, request[keys.request_id])
+    response.set_status(exc.status)
+    if exc.status == 405 and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
 @web.middleware
 async def error_shape(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     """Every gateway-made error leaves as {"error", "message", "request_id", …context}."""
     try:
         return await handler(request)
-    except errors.GatewayError as error:
-        request[keys.exchange].error = error.code
-        return error_response(error, request[keys.request_id])
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except (errors.GatewayError, web.HTTPException) as exc:
+        response = shaped(request, exc)
+        if response is None:
             raise
-        error_class = HTTP_CODES.get(exc.status)
-        error = error_class() if error_class else errors.BadRequest(exc.reason)
-        request[keys.exchange].error = error.code
-        response = error_response(error, request[keys.request_id])
-        response.set_status(exc.status)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
         return response
     except (asyncio.CancelledError, ConnectionError):
         raise  # the client went away; nothing to answer
@@ -78,10 +86,14 @@ async def error_shape(request: web.Request, handler: web.Handler) -> web.StreamR
 
 
 async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the request id and Server-Timing on every response, streams included."""
+    """on_response_prepare: the request id, plugins' headers and Server-Timing on every response, streams included."""
     request_id = request.get(keys.request_id)
     if request_id is not None:
         response.headers["X-Request-ID"] = request_id
+    extra = request.get(keys.response_headers)
+    if extra:
+        for name, value in extra:
+            response.headers[name] = value
     exchange = request.get(keys.exchange)
     if exchange is not None:
         total = (time.perf_counter() - exchange.started) * 1000.0

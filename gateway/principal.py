@@ -8,6 +8,9 @@ from aiohttp import web
 
 from . import errors, keys
 
+# The challenge every 401 carries (RFC 6750); a rejected credential adds error="invalid_token".
+CHALLENGE = 'Bearer realm="chatkit-gateway"'
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -22,7 +25,7 @@ def require_principal(request: web.Request) -> Principal:
     """The caller, or 401: without an auth plugin in the chain nobody is authenticated."""
     principal = request.get(keys.principal)
     if principal is None:
-        raise errors.Unauthenticated(headers={"WWW-Authenticate": "Bearer"})
+        raise errors.Unauthenticated(headers={"WWW-Authenticate": CHALLENGE})
     return principal
 
 

@@ -223,7 +223,7 @@ def creation_failed(entry: WorkflowEntry, status: int | None, message: str) -> N
 
 async def call_upstream(request: web.Request, path: str, body: dict[str, Any] | None) -> Reply:
     """One non-streaming ChatKit REST call with the server key, timed into the request's exchange."""
-    upstream: Upstream = request.app[keys.upstream]
+    upstream: Upstream = request.config_dict[keys.upstream]
     exchange = request[keys.exchange]
     exchange.upstream = upstream.name
     started = time.perf_counter()
@@ -241,7 +241,7 @@ async def call_upstream(request: web.Request, path: str, body: dict[str, Any] | 
 async def create_session(request: web.Request) -> web.Response:
     principal = require_principal(request)
     requested = (await json_object(request, required=False)).get(SLUG_FIELD)
-    app = request.app
+    app = request.config_dict  # the chat page's sub-app mints through here too
     registry, book = app[keys.registry], app[keys.sessions]
     if requested is not None or keys.workflow not in request:
         request[keys.workflow] = registry.resolve(requested)
@@ -287,12 +287,12 @@ def server_session(entry: WorkflowEntry) -> web.Response:
 
 async def cancel_session(request: web.Request) -> web.Response:
     principal = require_principal(request)
-    book = request.app[keys.sessions]
+    book = request.config_dict[keys.sessions]  # config_dict: the admin pages' sub-app cancels through here too
     session_id = request.match_info["session_id"]
     record = book.find(session_id)
     if record is None or (record.principal != principal.id and not principal.is_admin):
         raise errors.SessionNotFound(session_id=session_id)  # someone else's session does not exist for you
-    entry = request.app[keys.registry].find(record.slug)
+    entry = request.config_dict[keys.registry].find(record.slug)
     if entry is not None:
         request[keys.workflow] = entry
     if record.status != "cancelled":

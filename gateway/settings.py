@@ -25,6 +25,7 @@ from .schema import ConfigError, Secret, build, resolve_env_refs
 from .webhooks import DEFAULT_TOLERANCE, signing_key
 
 OPENAI_BASE = "https://api.openai.com"
+CHATKIT_SCRIPT = "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js"  # OpenAI's CDN
 ENV_PREFIX = "GATEWAY__"
 
 
@@ -208,6 +209,25 @@ class TelephonySettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """The admin pages under /admin and the chat page at /chat."""
+
+    session_secret: Secret | None = None  # signs the login cookie; when unset, generated once and stored
+    session_hours: float = 8.0  # how long an admin login lasts
+    chatkit_script: str = CHATKIT_SCRIPT  # the ChatKit web component the chat page loads
+    chatkit_domain_key: str | None = None  # sent as api.domainKey when a slug is served by your own ChatKit server
+
+    def __post_init__(self) -> None:
+        if self.session_secret is not None and len(self.session_secret.reveal()) < 32:
+            raise ConfigError("session_secret", "use at least 32 characters (for example: openssl rand -hex 32)")
+        if self.session_hours <= 0:
+            raise ConfigError("session_hours", "must be positive")
+        parts = urlsplit(self.chatkit_script)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("chatkit_script", f"expected an http(s) URL, got {self.chatkit_script!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -219,9 +239,10 @@ class Settings:
     sessions: SessionsSettings = field(default_factory=SessionsSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     telephony: TelephonySettings = field(default_factory=TelephonySettings)
-    admin: Mapping[str, Any] = field(default_factory=dict)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     proxy_env: ProxyEnvironment = field(default_factory=ProxyEnvironment)
     legacy_workflow_id: str | None = None  # CHATKIT_WORKFLOW_ID
+    admin_api_key: Secret | None = None  # GATEWAY_ADMIN_API_KEY: the auth plugin's bootstrap admin key
     source: str | None = None  # the file this came from, for reloads
 
 
@@ -388,7 +409,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settin
     raw = resolve_env_refs(raw, environ)
     raw["plugins"] = parse_plugins(raw.get("plugins"))
     workflows = parse_workflows(raw.pop("workflows", None))
-    for key in ("proxy_env", "legacy_workflow_id", "source"):
+    for key in ("proxy_env", "legacy_workflow_id", "admin_api_key", "source"):
         if key in raw:
             raise ConfigError(key, "unknown key")
     if isinstance(raw.get("upstream"), dict) and "api_key" in raw["upstream"]:
@@ -405,5 +426,6 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settin
         proxy_env=read_proxy_env(environ),
         workflows=workflows,
         legacy_workflow_id=legacy_workflow_id,
+        admin_api_key=Secret(environ["GATEWAY_ADMIN_API_KEY"]) if environ.get("GATEWAY_ADMIN_API_KEY") else None,
         source=str(path) if path else None,
     )
