@@ -2,7 +2,7 @@
 
 `KeyBook` holds the live keys in memory (hash -> Principal), so authentication never waits on
 SQLite. Changes made through it update memory at once; changes made by another process (the CLI,
-another worker) are picked up by `watch`, which polls the store's `data_version`.
+another worker) are picked up through the app's StoreChanges follower (gateway/changes.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class KeyBook:
         self._live: dict[str, Principal] = {}  # hash -> principal, revoked keys excluded
         self._revoked: frozenset[str] = frozenset()  # hashes of revoked keys, to name the failure
         self._lock = asyncio.Lock()  # a reload never overwrites a change made meanwhile
-        self._version: int | None = None  # the store's data_version when the keys were last read
 
     def principal_for(self, key: str) -> Principal | None:
         """The key's principal; no I/O, so it works while SQLite is locked or slow."""
@@ -58,7 +57,6 @@ class KeyBook:
 
     async def load(self) -> None:
         async with self._lock:
-            self._version = await self.store.data_version()  # read first: a later commit is seen next time
             records = await self.store.list_keys()
             self._live = {r.hash: principal_of(r) for r in records if r.revoked_at is None}
             self._revoked = frozenset(r.hash for r in records if r.revoked_at is not None)
@@ -92,16 +90,3 @@ class KeyBook:
                                after={"prefix": visible_prefix(key), "admin": admin})
         await self.load()
         return True
-
-    async def watch(self, interval: float) -> None:
-        """Reload whenever another connection commits; a locked or slow store keeps the keys in memory."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if await self.store.data_version() != self._version:
-                    await self.load()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # sqlite3.OperationalError (locked), a closed store, …
-                log.warning("API keys not refreshed, keeping the %d in memory: %s", len(self._live), exc,
-                            extra={"error": type(exc).__name__})

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from . import admin, diag, health, hosted, keys, protocol, relay, sessions, telephony
 from .callroutes import CallRoutes
+from .changes import StoreChanges, store_ctx
 from .chain import build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
@@ -49,13 +50,6 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
                     "key_fingerprint": key.fingerprint if key else None})
     yield
     await upstream.close()
-
-
-async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = app[keys.store]
-    await store.open()
-    yield
-    await store.close()
 
 
 async def mark_shutting_down(app: web.Application) -> None:
@@ -102,6 +96,7 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
                                  "set" if settings.upstream.api_key else f"{settings.upstream.api_key_env} is not set"),
         "storage": lambda: (app[keys.store].is_open, settings.storage.path),
     }
+    app[keys.store_changes] = StoreChanges(app[keys.store], settings.storage.poll_seconds)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(registry_ctx)

@@ -27,7 +27,6 @@ log = logging.getLogger("chatkit_gateway.telephony")
 SEPARATORS = re.compile(r"[\s().-]")  # how people write numbers: "+1 (555) 123-4567", "+33.1.23"
 NUMBER = re.compile(r"\+?[0-9]{1,32}")
 SIP_USER = re.compile(r"(?:sips?|tel):([^@;>?]+)", re.IGNORECASE)
-FOLLOW_SECONDS = 2.0
 
 Source = Literal["managed", "config"]
 
@@ -195,19 +194,6 @@ class CallRoutes:
         for route, winner in self.table.shadowed:
             log.warning("telephony route %s from config.yaml is shadowed by the managed route of the same number",
                         route.number, extra={"slug": winner.workflow})
-
-    async def follow_store(self, interval: float = FOLLOW_SECONDS) -> None:
-        """Reload when another process (a worker, the CLI) has committed to the store."""
-        version = await self.store.data_version()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                latest = await self.store.data_version()
-                if latest != version:
-                    version = latest
-                    await self.load()
-            except Exception:
-                log.exception("could not refresh the telephony routes from the store")
 
     def _managed_route(self, number: str) -> CallRoute:
         """The managed route for `number`; 404 when no route has it, 409 when config.yaml owns it."""

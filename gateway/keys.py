@@ -12,6 +12,8 @@ upstream = web.AppKey("upstream", "Upstream")
 plugins = web.AppKey("plugins", "tuple[Plugin, ...]")
 # The SQLite store (keys, workflows, sessions, audit, routes).
 store = web.AppKey("store", "Store")
+# Notices commits by other processes and calls each follower's reload.
+store_changes = web.AppKey("store_changes", "StoreChanges")
 # The merged workflow registry, held in memory.
 registry = web.AppKey("registry", "Registry")
 # Issued ChatKit sessions by client-secret hash, held in memory; also derives upstream user ids.

@@ -43,7 +43,6 @@ DIRECT = "direct"  # a server entry's `proxy:` that bypasses HTTPS_PROXY/HTTP_PR
 LEGACY_SLUG = "hosted-workflow"
 LEGACY_LABEL = "Hosted ChatKit workflow"
 START_KEY = "start_workflow"  # the kv row holding the Start slug set through the API
-FOLLOW_SECONDS = 2.0  # how often a worker checks the store for changes made by another process
 
 Kind = Literal["hosted", "server"]
 Source = Literal["managed", "config", "legacy"]
@@ -454,19 +453,6 @@ class Registry:
             self._swap()
         self._log_shadowed()
 
-    async def follow_store(self, interval: float = FOLLOW_SECONDS) -> None:
-        """Reload when another process (a worker, the CLI) has committed to the store."""
-        version = await self.store.data_version()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                latest = await self.store.data_version()
-                if latest != version:
-                    version = latest
-                    await self.load()
-            except Exception:
-                log.exception("could not refresh the workflow registry from the store")
-
     def _log_shadowed(self) -> None:
         for entry, winner in self.catalog.shadowed:
             log.warning("workflow %r from %s is shadowed by the %s entry of the same slug", entry.slug,
@@ -608,9 +594,9 @@ async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         listening = True
     except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # no SIGHUP here, or not the main thread
         listening = False
-    follower = loop.create_task(registry.follow_store())
+    app[keys.store_changes].follow("workflow registry", registry.load)
     yield
-    for task in (follower, *reloads):
+    for task in reloads:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -220,7 +220,7 @@ async def relay_minted_session(request: web.Request, upstream_response: aiohttp.
     request[keys.exchange].count_chunk(raw)
     for observe in request.get(keys.chunk_observers, ()):
         observe(raw)
-    sessions.remember_relayed(request, raw)
+    await sessions.remember_relayed(request, raw)
     return web.Response(body=raw, status=upstream_response.status, reason=upstream_response.reason,
                         headers=response_headers(upstream_response))
 
@@ -235,7 +235,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
     exchange.upstream = upstream.name
     client_secret = client_secret_of(request)
     if client_secret is not None:
-        if app[keys.sessions].active(client_secret) is None:
+        if await app[keys.sessions].check(client_secret) is None:
             raise errors.InvalidClientSecret()
     else:
         if app.get(keys.auth_required) and keys.principal not in request:

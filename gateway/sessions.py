@@ -48,8 +48,9 @@ def secret_hash(client_secret: str) -> str:
 
 
 class SessionBook:
-    """The sessions this gateway issued, by secret hash, in memory. Writes to the store go behind:
-    a background task performs them in order, and nothing on the request path waits for one."""
+    """The sessions this gateway issued, by secret hash, in memory. A new session is stored before
+    its secret is returned, so every worker can check it at once; other writes (cancel, audit, purge)
+    go behind, in order, through a background task."""
 
     def __init__(self, store: Store, settings: SessionsSettings) -> None:
         self.store = store
@@ -88,7 +89,26 @@ class SessionBook:
 
     def active(self, client_secret: str) -> SessionRecord | None:
         """The record of a secret this gateway issued, unless it has expired or been cancelled."""
-        record = self._by_hash.get(secret_hash(client_secret))
+        return self._active(self._by_hash.get(secret_hash(client_secret)))
+
+    async def check(self, client_secret: str) -> SessionRecord | None:
+        """`active`, also knowing secrets that another worker issued (read from the store on a miss)."""
+        digest = secret_hash(client_secret)
+        record = self._by_hash.get(digest)
+        if record is None:
+            record = await self.store.session_by_hash(digest)
+            if record is not None:
+                self._keep(record)
+        return self._active(record)
+
+    async def follow_cancellations(self) -> None:
+        """Learn the sessions another worker cancelled (a StoreChanges follower)."""
+        for record in await self.store.cancelled_sessions(time.time()):
+            if record.secret_hash in self._by_hash:
+                self._keep(record)
+
+    @staticmethod
+    def _active(record: SessionRecord | None) -> SessionRecord | None:
         if record is None or record.status != "active" or record.expires_at <= time.time():
             return None
         return record
@@ -97,9 +117,10 @@ class SessionBook:
         secret = self._hash_of.get(session_id)
         return None if secret is None else self._by_hash.get(secret)
 
-    def issue(self, record: SessionRecord) -> None:
+    async def issue(self, record: SessionRecord) -> None:
+        """Keep the record, and store it before the secret leaves: then every worker knows it at once."""
         self._keep(record)
-        self._later(functools.partial(self.store.add_session, record))
+        await self.store.add_session(record)
 
     def cancel(self, session_id: str) -> SessionRecord | None:
         """Refuse the session's secret from now on; the store learns it shortly after."""
@@ -153,6 +174,7 @@ class SessionBook:
 async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     book = app[keys.sessions]
     await book.open()
+    app[keys.store_changes].follow("issued sessions", book.follow_cancellations)
     yield
     await book.close()
 
@@ -269,7 +291,7 @@ async def create_session(request: web.Request) -> web.Response:
         raise errors.UpstreamError(f"The upstream answered without a usable session: {exc}.",
                                    upstream_status=reply.status) from None
     registry.note_session_outcome(entry.slug, None)
-    book.issue(SessionRecord(session.id, principal.id, entry.slug, secret_hash(session.client_secret), now,
+    await book.issue(SessionRecord(session.id, principal.id, entry.slug, secret_hash(session.client_secret), now,
                              session.expires_at))
     response = web.json_response({"client_secret": session.client_secret, "expires_at": session.expires_at,
                                   "session_id": session.id, "workflow": {"slug": entry.slug, "label": entry.label}})
@@ -309,7 +331,7 @@ async def cancel_session(request: web.Request) -> web.Response:
     return web.json_response({"session_id": record.id, "status": "cancelled"})
 
 
-def remember_relayed(request: web.Request, raw: bytes) -> None:
+async def remember_relayed(request: web.Request, raw: bytes) -> None:
     """Record a session minted through the relay (the SDK's sessions.create), so its secret is honoured."""
     try:
         data = json.loads(raw)
@@ -321,6 +343,6 @@ def remember_relayed(request: web.Request, raw: bytes) -> None:
     workflow_id = workflow.get("id") if isinstance(workflow, dict) else None
     entry = request.get(keys.workflow) or request.app[keys.registry].catalog.find_by_workflow_id(workflow_id)
     principal = request.get(keys.principal)
-    request.app[keys.sessions].issue(SessionRecord(
+    await request.app[keys.sessions].issue(SessionRecord(
         session.id, principal.id if principal else "anonymous", entry.slug if entry else None,
         secret_hash(session.client_secret), time.time(), session.expires_at))

@@ -118,6 +118,7 @@ class LogSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     path: str = "var/gateway.db"
+    poll_seconds: float = 2.0  # how often changes by other processes (workers, the CLI) are looked for
 
 
 @dataclass(frozen=True)

@@ -263,8 +263,15 @@ class Store:
     async def live_sessions(self, now: float) -> list[SessionRecord]:
         """Sessions that have not expired yet, cancelled ones included."""
         rows = await self._all("SELECT * FROM sessions WHERE expires_at > ? ORDER BY created_at", (now,))
-        return [SessionRecord(r["id"], r["principal"], r["slug"] or None, r["secret_hash"], r["created_at"],
-                              r["expires_at"], r["status"]) for r in rows]
+        return [session_record(r) for r in rows]
+
+    async def cancelled_sessions(self, now: float) -> list[SessionRecord]:
+        rows = await self._all("SELECT * FROM sessions WHERE status = 'cancelled' AND expires_at > ?", (now,))
+        return [session_record(r) for r in rows]
+
+    async def session_by_hash(self, digest: str) -> SessionRecord | None:
+        row = await self._one("SELECT * FROM sessions WHERE secret_hash = ?", (digest,))
+        return None if row is None else session_record(row)
 
     async def purge_sessions(self, now: float) -> int:
         return await self._write("DELETE FROM sessions WHERE expires_at <= ?", (now,))
@@ -317,6 +324,11 @@ class Store:
         rows = await self._all(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [AuditRecord(r["id"], r["at"], r["actor"], r["action"], r["object"],
                             _unjson(r["before"]), _unjson(r["after"])) for r in rows]
+
+
+def session_record(row: sqlite3.Row) -> SessionRecord:
+    return SessionRecord(row["id"], row["principal"], row["slug"] or None, row["secret_hash"], row["created_at"],
+                         row["expires_at"], row["status"])
 
 
 def _json(value: Any) -> str | None:

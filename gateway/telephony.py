@@ -241,10 +241,10 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception:
                 log.exception("could not forget old webhook ids")
 
-    tasks = [asyncio.create_task(routes.follow_store()), asyncio.create_task(purge_regularly())]
+    app[keys.store_changes].follow("telephony routes", routes.load)
+    purger = asyncio.create_task(purge_regularly())
     yield
     await deliveries.settle()
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    purger.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await purger

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -61,12 +59,11 @@ class Settings:
     jwt: JwtSettings | None = None
     max_failures: int = 10  # failed attempts per client IP and window before 429
     failure_window_seconds: float = 60.0
-    refresh_seconds: float = 2.0  # how often keys changed by another process are looked for
 
     def __post_init__(self) -> None:
         if self.bootstrap_admin_key is not None and not KEY_SHAPE.fullmatch(self.bootstrap_admin_key.reveal()):
             raise ConfigError("bootstrap_admin_key", "expected gk_ and at least 32 url-safe characters")
-        for name in ("max_failures", "failure_window_seconds", "refresh_seconds"):
+        for name in ("max_failures", "failure_window_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, "must be positive")
 
@@ -188,7 +185,6 @@ class Auth:
         app[keys.auth_required] = True
         app[keys.api_keys] = KeyBook(app[keys.store])
         app[keys.auth_limiter] = FailureLimiter(self.settings.max_failures, self.settings.failure_window_seconds)
-        refresh = self.settings.refresh_seconds
 
         async def api_keys_ctx(app: web.Application) -> AsyncIterator[None]:
             book = app[keys.api_keys]
@@ -197,11 +193,8 @@ class Auth:
                 log.info("bootstrap admin key %r set (%s)", BOOTSTRAP_NAME, bootstrap.fingerprint,
                          extra={"key_fingerprint": bootstrap.fingerprint})
             await book.load()
-            watcher = asyncio.create_task(book.watch(refresh), name="api-keys-refresh")
+            app[keys.store_changes].follow("API keys", book.load)
             yield
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
 
         app.cleanup_ctx.append(api_keys_ctx)
 

@@ -24,20 +24,20 @@ class Workflow:
     after: ClassVar[tuple[str, ...]] = ()  # it reads no principal, so it may sit anywhere in the chain
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        entry = resolve(request)
+        entry = await resolve(request)
         if entry is not None:
             request[keys.workflow] = entry
         return await handler(request)
 
 
-def resolve(request: web.Request) -> WorkflowEntry | None:
+async def resolve(request: web.Request) -> WorkflowEntry | None:
     registry = request.app[keys.registry]
     named = request.match_info.get("slug") or request.headers.get(HEADER) or request.query.get(QUERY)
     if named:
         return registry.resolve(named)
     client_secret = client_secret_of(request)
     if client_secret is not None:
-        record = request.app[keys.sessions].active(client_secret)
+        record = await request.app[keys.sessions].check(client_secret)
         if record is not None and record.slug is not None:
             return registry.find(record.slug)
     return None

@@ -10,7 +10,6 @@ import tracemalloc
 
 import aiohttp
 import pytest
-from yarl import URL
 
 from tests.harness import gateway_settings, raw_http, start_gateway
 
