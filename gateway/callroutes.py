@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from . import errors
-from .registry import SLUG_RULE, canonical_slug
+from .registry import SLUG_RULE, canonical_slug, first_wins
 from .schema import ConfigError
 from .storage import CallRouteRecord, Conflict, Store
 
@@ -131,14 +131,8 @@ class RouteTable:
 
     @classmethod
     def merge(cls, managed: Iterable[CallRoute], config: Iterable[CallRoute], default_workflow: str | None) -> RouteTable:
-        winners: dict[str, CallRoute] = {}
-        shadowed = []
-        for route in (*managed, *config):
-            if route.number in winners:
-                shadowed.append((route, winners[route.number]))
-            else:
-                winners[route.number] = route
-        return cls(tuple(winners.values()), tuple(shadowed), default_workflow)
+        winners, shadowed = first_wins((*managed, *config), lambda route: route.number)
+        return cls(winners, shadowed, default_workflow)
 
     @cached_property
     def _exact(self) -> dict[str, CallRoute]:

@@ -49,6 +49,18 @@ Source = Literal["managed", "config", "legacy"]
 T = TypeVar("T")
 
 
+def first_wins(items: Iterable[T], key: Callable[[T], str]) -> tuple[tuple[T, ...], tuple[tuple[T, T], ...]]:
+    """The items with distinct keys, the first of each key winning; and each shadowed item with its winner."""
+    winners: dict[str, T] = {}
+    shadowed = []
+    for item in items:
+        if key(item) in winners:
+            shadowed.append((item, winners[key(item)]))
+        else:
+            winners[key(item)] = item
+    return tuple(winners.values()), tuple(shadowed)
+
+
 def canonical_slug(value: object) -> str | None:
     """The slug as stored and compared (lookups ignore case), or None when `value` is not a slug.
 
@@ -319,14 +331,8 @@ class Catalog:
     @classmethod
     def merge(cls, managed: Iterable[WorkflowEntry], config: Iterable[WorkflowEntry],
               legacy: WorkflowEntry | None, start: str | None) -> Catalog:
-        winners: dict[str, WorkflowEntry] = {}
-        shadowed = []
-        for entry in (*managed, *config, *([legacy] if legacy else [])):
-            if entry.slug in winners:
-                shadowed.append((entry, winners[entry.slug]))
-            else:
-                winners[entry.slug] = entry
-        return cls(tuple(winners.values()), tuple(shadowed), start)
+        winners, shadowed = first_wins((*managed, *config, *([legacy] if legacy else [])), lambda e: e.slug)
+        return cls(winners, shadowed, start)
 
     @cached_property
     def _by_slug(self) -> dict[str, WorkflowEntry]:

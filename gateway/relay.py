@@ -290,20 +290,19 @@ async def stream_back(request: web.Request, upstream_response: aiohttp.ClientRes
         exchange.error = "client_disconnected"  # the caller's leaving its `async with` closes the upstream
         raise
     except aiohttp.ClientPayloadError:
-        # The upstream dropped mid-body: end the client's connection without a clean end,
-        # so it sees an incomplete stream rather than a short but "complete" one.
-        exchange.error = "upstream_disconnected"
-        log.warning("upstream %s dropped the response mid-body", upstream_name,
-                    extra={"upstream": upstream_name, "error": "upstream_disconnected"})
-        if request.transport is not None:
-            request.transport.close()
-        return response
+        return cut_short(request, response, upstream_name, "upstream_disconnected", "dropped the response mid-body")
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-        exchange.error = "upstream_timeout"
-        log.warning("upstream %s went silent past the read timeout", upstream_name,
-                    extra={"upstream": upstream_name, "error": "upstream_timeout"})
-        if request.transport is not None:
-            request.transport.close()
-        return response
+        return cut_short(request, response, upstream_name, "upstream_timeout", "went silent past the read timeout")
     await response.write_eof()
+    return response
+
+
+def cut_short(request: web.Request, response: web.StreamResponse, upstream_name: str, error: str,
+              what: str) -> web.StreamResponse:
+    """End the client's connection without a clean end, so it sees an incomplete stream
+    rather than a short but "complete" one."""
+    request[keys.exchange].error = error
+    log.warning("upstream %s %s", upstream_name, what, extra={"upstream": upstream_name, "error": error})
+    if request.transport is not None:
+        request.transport.close()
     return response
