@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from fakes.openai_upstream import FakeOpenAI, start_fake
+from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+
+pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 from admin_pages import ADMIN_KEY, SESSION_SECRET, admin_settings
 from aiohttp import web
-from fakes.openai_upstream import FakeOpenAI, start_fake
-from support.fixtures import require_binary
+from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+from tests.support.fixtures import require_binary
 
 from gateway import keys
 from gateway.app import create_app

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from fakes.openai_upstream import BETA_MESSAGE, FakeOpenAI, start_fake
+from tests.fakes.openai_upstream import BETA_MESSAGE, FakeOpenAI, start_fake
 
 try:
     import httpx

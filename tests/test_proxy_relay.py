@@ -6,16 +6,15 @@ import logging
 
 import pytest
 
-from fakes.openai_upstream import FakeOpenAI, start_fake
+from tests.fakes.openai_upstream import FakeOpenAI, start_fake
 from tests.harness import gateway_settings, start_gateway
 from tests.support.aio import wait_server_idle
-from tests.support.fixtures import auth_forward_proxy, forward_proxy, refusing_proxy_url, test_ca  # noqa: F401
 
 SESSION = {"user": "u1", "workflow": {"id": "wf_proxy"}}
 
 
 @pytest.fixture
-async def tls_fake(test_ca):  # noqa: F811
+async def tls_fake(test_ca):
     fake = FakeOpenAI()
     runner, _ = await start_fake(fake, ssl_context=test_ca.server_ssl_context())
     yield fake
@@ -32,7 +31,7 @@ def proxy_yaml(url: str, *, credentials: bool = False, ca_bundle=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def test_plain_http_goes_through_the_proxy(aiohttp_client, fake_openai, forward_proxy, tmp_path):  # noqa: F811
+async def test_plain_http_goes_through_the_proxy(aiohttp_client, fake_openai, forward_proxy, tmp_path):
     settings = gateway_settings(tmp_path, fake_openai.base_url, fake_openai.api_key, config=proxy_yaml(forward_proxy.url))
     gateway = await start_gateway(aiohttp_client, settings)
     response = await gateway.post("/api/chatkit/sessions", json=SESSION)
@@ -42,7 +41,7 @@ async def test_plain_http_goes_through_the_proxy(aiohttp_client, fake_openai, fo
 
 
 async def test_https_goes_through_the_proxy_by_connect_trusting_the_ca_bundle(
-        aiohttp_client, tls_fake, forward_proxy, test_ca, tmp_path):  # noqa: F811
+        aiohttp_client, tls_fake, forward_proxy, test_ca, tmp_path):
     config = proxy_yaml(forward_proxy.url, ca_bundle=test_ca.ca_cert)
     gateway = await start_gateway(aiohttp_client, gateway_settings(tmp_path, tls_fake.base_url, tls_fake.api_key,
                                                                    config=config))
@@ -53,7 +52,7 @@ async def test_https_goes_through_the_proxy_by_connect_trusting_the_ca_bundle(
     forward_proxy.wait_for_log(f"CONNECT 127.0.0.1:{port}")
 
 
-async def test_https_to_an_untrusted_certificate_is_refused(aiohttp_client, tls_fake, forward_proxy, tmp_path):  # noqa: F811
+async def test_https_to_an_untrusted_certificate_is_refused(aiohttp_client, tls_fake, forward_proxy, tmp_path):
     gateway = await start_gateway(aiohttp_client, gateway_settings(tmp_path, tls_fake.base_url, tls_fake.api_key,
                                                                    config=proxy_yaml(forward_proxy.url)))
     response = await gateway.post("/api/chatkit/sessions", json=SESSION)
@@ -63,7 +62,7 @@ async def test_https_to_an_untrusted_certificate_is_refused(aiohttp_client, tls_
     assert not tls_fake.requests
 
 
-async def test_proxy_credentials_are_used_and_never_logged(aiohttp_client, tls_fake, auth_forward_proxy, test_ca,  # noqa: F811
+async def test_proxy_credentials_are_used_and_never_logged(aiohttp_client, tls_fake, auth_forward_proxy, test_ca,
                                                            tmp_path, caplog):
     config = proxy_yaml(auth_forward_proxy.url, credentials=True, ca_bundle=test_ca.ca_cert)
     environ = {"PROXY_USER": auth_forward_proxy.user, "PROXY_PASS": auth_forward_proxy.password}
@@ -88,7 +87,7 @@ async def test_proxy_credentials_are_used_and_never_logged(aiohttp_client, tls_f
         assert secret not in logged and secret not in str(body)
 
 
-async def test_the_environment_proxy_with_inline_credentials(aiohttp_client, fake_openai, auth_forward_proxy, tmp_path):  # noqa: F811
+async def test_the_environment_proxy_with_inline_credentials(aiohttp_client, fake_openai, auth_forward_proxy, tmp_path):
     environ = {"HTTP_PROXY": auth_forward_proxy.auth_url}
     gateway = await start_gateway(aiohttp_client, gateway_settings(tmp_path, fake_openai.base_url, fake_openai.api_key,
                                                                    environ=environ))
@@ -97,7 +96,7 @@ async def test_the_environment_proxy_with_inline_credentials(aiohttp_client, fak
     auth_forward_proxy.wait_for_log(f"{fake_openai.base_url}/v1/chatkit/sessions")
 
 
-async def test_no_proxy_sends_matching_hosts_direct(aiohttp_client, fake_openai, forward_proxy, tmp_path):  # noqa: F811
+async def test_no_proxy_sends_matching_hosts_direct(aiohttp_client, fake_openai, forward_proxy, tmp_path):
     environ = {"HTTP_PROXY": forward_proxy.url, "NO_PROXY": "localhost,127.0.0.1"}
     gateway = await start_gateway(aiohttp_client, gateway_settings(tmp_path, fake_openai.base_url, fake_openai.api_key,
                                                                    environ=environ))
@@ -107,7 +106,7 @@ async def test_no_proxy_sends_matching_hosts_direct(aiohttp_client, fake_openai,
     assert "/v1/chatkit/sessions" not in forward_proxy.log_text()[len(before):]
 
 
-async def test_a_refusing_proxy_is_502_upstream_proxy_error(aiohttp_client, fake_openai, refusing_proxy_url, tmp_path):  # noqa: F811
+async def test_a_refusing_proxy_is_502_upstream_proxy_error(aiohttp_client, fake_openai, refusing_proxy_url, tmp_path):
     gateway = await start_gateway(aiohttp_client, gateway_settings(tmp_path, fake_openai.base_url, fake_openai.api_key,
                                                                    config=proxy_yaml(refusing_proxy_url)))
     response = await gateway.post("/api/chatkit/sessions", json=SESSION)

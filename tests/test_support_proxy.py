@@ -13,19 +13,11 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 
-from support.fixtures import (  # noqa: F401  (fixtures used by name)
-    PROXY_PASSWORD,
-    PROXY_USER,
-    auth_forward_proxy,
-    forward_proxy,
-    refusing_proxy_url,
-    require_binary,
-    test_ca,
-)
-from support.aio import wait_server_idle
-from support.forward_proxy import ForwardProxy, tinyproxy_missing_reason
-from support.ports import free_port, wait_for_port
-from support.tls import TLSFiles
+from tests.support.fixtures import PROXY_PASSWORD, PROXY_USER, require_binary
+from tests.support.aio import wait_server_idle
+from tests.support.forward_proxy import ForwardProxy, tinyproxy_missing_reason
+from tests.support.ports import free_port, wait_for_port
+from tests.support.tls import TLSFiles
 
 pytestmark = pytest.mark.integration
 

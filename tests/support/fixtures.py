@@ -1,17 +1,7 @@
 """pytest fixtures for real external programs: a tinyproxy forward proxy and a test CA.
 
-tests/ has no __init__.py (pytest puts tests/ itself on sys.path, as for
-``from fakes... import``), so this package is ``support``. Register the
-fixtures for the whole suite with (in tests/conftest.py)::
-
-    pytest_plugins = ["support.fixtures"]
-
-or import them explicitly into a test module::
-
-    from support.fixtures import forward_proxy, auth_forward_proxy, refusing_proxy_url, test_ca
-
-The modules use relative imports only, so ``tests.support`` works too (with
-``python -m pytest`` from the repo root); just don't mix both names in one run.
+The suite imports test helpers as ``tests.…`` (``python -m pytest`` from the repo root), and
+tests/conftest.py registers these fixtures for every test module.
 
 Fixtures:
   forward_proxy       function scope; a started ``ForwardProxy`` (tinyproxy, no auth)
