@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from . import admin, diag, health, hosted, keys, protocol, relay, sessions, telephony
+from . import admin, diag, errors, health, hosted, keys, protocol, relay, sessions, telephony
 from .callroutes import CallRoutes
 from .changes import StoreChanges, store_ctx
-from .chain import build_plugins, wrap
+from .chain import Handler, build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
 from .middlewares import error_shape, request_context, stamp_response
@@ -50,6 +50,21 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
                     "key_fingerprint": key.fingerprint if key else None})
     yield
     await upstream.close()
+
+
+def allowed_methods(routes: tuple[tuple[str, str, Handler, str], ...]) -> dict[str, tuple[str, ...]]:
+    """The methods each path answers, for paths that do not take every method."""
+    methods: dict[str, tuple[str, ...]] = {}
+    for method, path, _, _ in routes:
+        methods[path] = (*methods.get(path, ()), method)
+    return {path: allowed for path, allowed in methods.items() if "*" not in allowed}
+
+
+def method_not_allowed(allowed: tuple[str, ...]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise errors.MethodNotAllowed(headers={"Allow": ", ".join(allowed)}, allowed=list(allowed))
+
+    return handler
 
 
 async def mark_shutting_down(app: web.Application) -> None:
@@ -134,6 +149,8 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     )
     for method, path, handler, name in gateway_routes:  # before the relay's catch-all, which would match them
         app.router.add_route(method, path, recorded(wrap(handler, plugins)), name=name)
+    for path, methods in allowed_methods(gateway_routes).items():  # else a wrong method would reach the relay
+        app.router.add_route("*", path, recorded(wrap(method_not_allowed(methods), plugins)))
     app.router.add_route("*", "/api/chatkit/{tail:.*}", recorded(wrap(relay.relay, plugins)), name="chatkit_relay")
     # Outside the chain: the webhook's signature is its auth, and it logs and counts each call itself.
     app.router.add_post("/api/telephony/incoming", telephony.incoming_call, name="telephony_incoming")

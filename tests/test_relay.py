@@ -312,3 +312,13 @@ async def test_unknown_routes_answer_in_the_one_error_shape(gateway):
     body = await response.json()
     assert body["error"] == "not_found"
     assert body["request_id"] == response.headers["X-Request-ID"] != "bad id with spaces"
+
+
+async def test_a_wrong_method_on_a_gateway_route_is_405_and_never_relayed(gateway, fake_openai):
+    response = await gateway.get("/api/chatkit/session")
+    assert response.status == 405
+    body = await response.json()
+    assert body["error"] == "method_not_allowed" and response.headers["Allow"] == "POST"
+    response = await gateway.put("/api/chatkit/hosted")
+    assert response.status == 405 and response.headers["Allow"] == "GET, POST"
+    assert not fake_openai.requests
