@@ -84,6 +84,13 @@ SESSION_CREATE = "/api/chatkit/sessions"
 SESSION_CANCEL = "/api/chatkit/sessions/{id}/cancel"
 
 
+def upstream_query(raw: str) -> str:
+    """The query string as sent, less the `workflow` parameter the gateway itself consumes."""
+    if "workflow=" not in raw:
+        return raw
+    return "&".join(part for part in raw.split("&") if not part.startswith("workflow="))
+
+
 def client_secret_of(request: web.Request) -> str | None:
     """The ChatKit client secret the caller presents, if any."""
     value = request.headers.get("Authorization", "")
@@ -247,7 +254,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
     if minting:
         headers["Accept-Encoding"] = "identity"  # so that the answer can be read to record its secret
     body = request_body(request, settings.server.max_body_bytes, exchange)
-    url = upstream.url("/v1/chatkit/" + tail, request.rel_url.raw_query_string)
+    url = upstream.url("/v1/chatkit/" + tail, upstream_query(request.rel_url.raw_query_string))
     waited = time.perf_counter()
     async with upstream.request(request.method, url, headers=headers, data=body) as upstream_response:
         exchange.upstream_wait += time.perf_counter() - waited

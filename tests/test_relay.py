@@ -322,3 +322,12 @@ async def test_a_wrong_method_on_a_gateway_route_is_405_and_never_relayed(gatewa
     response = await gateway.put("/api/chatkit/hosted")
     assert response.status == 405 and response.headers["Allow"] == "GET, POST"
     assert not fake_openai.requests
+
+
+async def test_the_query_string_is_kept_but_the_gateways_own_workflow_parameter(gateway, fake_openai):
+    response = await gateway.get("/api/chatkit/threads?limit=2&order=asc&after=cthr_1")
+    assert response.status == 200
+    assert fake_openai.requests_to("/v1/chatkit/threads")[-1].query == "limit=2&order=asc&after=cthr_1"
+    response = await gateway.get("/api/chatkit/threads?workflow=support&limit=2")
+    assert response.status == 200
+    assert fake_openai.requests_to("/v1/chatkit/threads")[-1].query == "limit=2"
