@@ -63,9 +63,21 @@ class RedactingFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps builds one per call
+        self._second = (-1, "")  # (whole second, its "YYYY-MM-DDTHH:MM:SS"): one strftime a second
+
+    def timestamp(self, created: float) -> str:
+        second, text = self._second
+        if int(created) != second:
+            second, text = int(created), time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            self._second = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self.timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -76,7 +88,7 @@ class JsonFormatter(logging.Formatter):
                 line[name] = fields[name]
         if record.exc_info:
             line["traceback"] = redact(self.formatException(record.exc_info))
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return self._encode(line)
 
 
 class TextFormatter(logging.Formatter):
