@@ -65,6 +65,10 @@ def checked_tail(raw: str) -> str | None:
 
 STATIC_SEGMENTS = frozenset({"sessions", "cancel", "threads", "items", "conversation", "files", "domain_keys",
                              "verify", "verify_hosted"})
+# The ChatKit API's paths: the only route labels a relayed request can get, besides "other".
+KNOWN_ROUTES = frozenset("/api/chatkit/" + path for path in (
+    "sessions", "sessions/{id}/cancel", "threads", "threads/{id}", "threads/{id}/items", "conversation",
+    "files", "domain_keys/verify", "domain_keys/verify_hosted"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -78,7 +82,8 @@ def route_template(tail: str) -> str:
             parts.append("{id}")
         else:
             return "other"
-    return "/api/chatkit/" + "/".join(parts)
+    template = "/api/chatkit/" + "/".join(parts)
+    return template if template in KNOWN_ROUTES else "other"
 
 SESSION_CREATE = "/api/chatkit/sessions"
 SESSION_CANCEL = "/api/chatkit/sessions/{id}/cancel"

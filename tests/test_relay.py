@@ -331,3 +331,14 @@ async def test_the_query_string_is_kept_but_the_gateways_own_workflow_parameter(
     response = await gateway.get("/api/chatkit/threads?workflow=support&limit=2")
     assert response.status == 200
     assert fake_openai.requests_to("/v1/chatkit/threads")[-1].query == "limit=2"
+
+
+def test_relayed_paths_get_only_the_chatkit_apis_route_labels():
+    from gateway.relay import KNOWN_ROUTES, route_template
+
+    assert route_template("threads/cthr_1/items") == "/api/chatkit/threads/{id}/items"
+    assert route_template("sessions/cksess_1/cancel") == "/api/chatkit/sessions/{id}/cancel"
+    for odd in ("threads/cthr_a/cthr_b/cthr_c", "items", "threads/42", "models", "sessions/cksess_1/items"):
+        assert route_template(odd) == "other"
+    labels = {route_template("/".join(["threads"] + [f"cthr_{i}"] * depth)) for depth in range(1, 50) for i in range(3)}
+    assert labels <= KNOWN_ROUTES | {"other"}
