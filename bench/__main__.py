@@ -20,6 +20,7 @@ from .procs import LOAD_CPU, PROXY_CPU, memory_kb, pin, pin_self, raise_open_fil
 
 AXES = ("relay", "minting", "latency", "streams", "max", "soak")
 MINT_PATH = "/api/chatkit/session"
+SOAK_CAP = 500  # streams re-opened without pause: past ~500 the load generator's core stalls even direct
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,8 +115,8 @@ def stream_axes(bench: Bench, axes: set[str], args: argparse.Namespace, results:
         if args.soak_seconds <= 0:
             results["soak"] = {"skipped": "--soak-seconds 0"}
             return
-        most = results.get("max_streams", {}).get("max_streams") or 500
-        count = max(1, most // 2)
+        most = results.get("max_streams", {}).get("max_streams") or SOAK_CAP
+        count = max(1, min(most // 2, SOAK_CAP))
         progress(f"soak: {count} streams through {gateway.name} for {args.soak_seconds:.0f} s")
         result = soak.run(gateway.port, gateway.stream_path, gateway.headers, streams_count=count,
                           seconds=args.soak_seconds, pid=gateway.pid)

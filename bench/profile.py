@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                     peer.url(peer.session_path), script, connections=64, seconds=args.seconds + 2)))
             driver.start()
             subprocess.run([spy, "record", *SPY_MODE, "-r", "500", "-p", str(peer.pid), "-d", str(args.seconds),
-                            "-f", "raw", "-o", str(collapsed)], check=True, capture_output=True)
+                            "-f", "raw", "-o", str(collapsed)], check=True, capture_output=True,
+                           timeout=args.seconds + 60)
             driver.join()
             print(f"gateway CPU: {cpu_seconds(peer.pid) - before:.1f} s")
             summary = summarize(collapsed)
