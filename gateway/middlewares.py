@@ -38,7 +38,12 @@ def request_context(trusted: TrustedProxies) -> web.middleware:
         request[keys.peer_trusted] = trusted.trusts(peer)
         request[keys.client_ip] = trusted.client_ip(peer, request.headers.get("X-Forwarded-For"))
         request[keys.exchange] = Exchange.begin()
-        return await handler(request)
+        try:
+            return await handler(request)
+        except ConnectionResetError:
+            # The client went away mid-answer; the plugins have seen it. A response that cannot be
+            # written is returned rather than raised, so an ordinary disconnect logs no traceback.
+            return web.Response(status=499)
 
     return middleware
 

@@ -61,7 +61,7 @@ class UpstreamSettings:
     proxy: ProxySettings | None = None
     ca_bundle: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
-    max_connections: int = 256
+    max_connections: int = 0  # 0: no limit; every open stream holds one upstream connection
     keepalive_seconds: float = 30.0
     api_key: Secret | None = None  # read from the variable named by api_key_env, never from the file
 

@@ -179,7 +179,7 @@ class Upstream:
     """A named upstream base URL with its pooled session. Open in cleanup_ctx, then use."""
 
     def __init__(self, name: str, base: str, *, api_key: Secret | None, route: Route,
-                 timeouts: Timeouts, ca_bundle: str | None = None, max_connections: int = 256,
+                 timeouts: Timeouts, ca_bundle: str | None = None, max_connections: int = 0,
                  keepalive_seconds: float = 30.0) -> None:
         self.name = name
         self.base = base

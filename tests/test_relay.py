@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 import tracemalloc
 
@@ -342,3 +343,19 @@ def test_relayed_paths_get_only_the_chatkit_apis_route_labels():
         assert route_template(odd) == "other"
     labels = {route_template("/".join(["threads"] + [f"cthr_{i}"] * depth)) for depth in range(1, 50) for i in range(3)}
     assert labels <= KNOWN_ROUTES | {"other"}
+
+
+async def test_a_client_gone_mid_answer_logs_no_traceback(aiohttp_client, fake_openai, tmp_path, caplog):
+    from gateway.app import create_app
+    from plugins import REGISTRY
+
+    async def writes_to_a_closed_client(request):
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    app = create_app(gateway_settings(tmp_path, fake_openai.base_url, fake_openai.api_key), REGISTRY)
+    app.router.add_get("/gone", writes_to_a_closed_client)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.DEBUG):
+        response = await client.get("/gone")
+    assert response.status == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
