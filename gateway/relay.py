@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import errors, keys, sessions
+from . import errors, keys, scoping, sessions
 from .exchange import Exchange
 from .upstream import CHATKIT_BETA, Upstream, error_message
 
@@ -84,9 +84,6 @@ def route_template(tail: str) -> str:
             return "other"
     template = "/api/chatkit/" + "/".join(parts)
     return template if template in KNOWN_ROUTES else "other"
-
-SESSION_CREATE = "/api/chatkit/sessions"
-SESSION_CANCEL = "/api/chatkit/sessions/{id}/cancel"
 
 
 def upstream_query(raw: str) -> str:
@@ -254,12 +251,21 @@ async def relay(request: web.Request) -> web.StreamResponse:
             raise errors.Unauthenticated()  # the server key is never used for an anonymous caller
         if not upstream.api_key:
             raise errors.UpstreamNotConfigured()
+    route = request[keys.route]
     headers = upstream_headers(request, upstream, client_secret)
-    minting = client_secret is None and request.method == "POST" and request[keys.route] == SESSION_CREATE
+    query = upstream_query(request.rel_url.raw_query_string)
+    minting = client_secret is None and request.method == "POST" and route == scoping.SESSIONS
+    cancelling = client_secret is None and request.method == "POST" and route == scoping.SESSION_CANCEL
     if minting:
         headers["Accept-Encoding"] = "identity"  # so that the answer can be read to record its secret
-    body = request_body(request, settings.server.max_body_bytes, exchange)
-    url = upstream.url("/v1/chatkit/" + tail, upstream_query(request.rel_url.raw_query_string))
+    body: bytes | AsyncIterator[bytes] | None = None
+    if client_secret is None and scoping.needs_scoping(request):
+        body, query = await scoping.restrict(request, tail, query)
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+    if body is None:
+        body = request_body(request, settings.server.max_body_bytes, exchange)
+    url = upstream.url("/v1/chatkit/" + tail, query)
     waited = time.perf_counter()
     async with upstream.request(request.method, url, headers=headers, data=body) as upstream_response:
         exchange.upstream_wait += time.perf_counter() - waited
@@ -272,7 +278,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
             raise errors.UpstreamAuthFailed(upstream_status=upstream_response.status, upstream_message=message)
         if upstream_response.status == 200 and minting:
             return await relay_minted_session(request, upstream_response)
-        if upstream_response.status == 200 and client_secret is None and request[keys.route] == SESSION_CANCEL:
+        if upstream_response.status == 200 and cancelling:
             app[keys.sessions].cancel(tail.split("/")[1])
         return await stream_back(request, upstream_response, upstream.name)
 
