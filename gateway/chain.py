@@ -71,16 +71,38 @@ def build_plugins(specs: Sequence[PluginSpec], builtins: Mapping[str, type]) -> 
 
 
 def wrap(terminal: Handler, plugins: Sequence[Any]) -> Handler:
-    """One handler that runs `plugins` around `terminal`; built once per route, not per request."""
-    handler = terminal
-    for plugin in reversed(plugins):
-        handler = _bind(plugin, _answering(handler))
+    """One handler that runs `plugins` around `terminal`; built once per route, not per request.
+
+    Each plugin is handed an inner handler that turns gateway-made errors into their JSON answer.
+    One frame per link: the link that calls a plugin is also the one that answers for its errors
+    to the plugin around it; the outermost plugin's errors go to the error_shape middleware.
+    """
+    if not plugins:
+        return terminal
+    handler = _answering(terminal)
+    for plugin in reversed(plugins[1:]):
+        handler = _link(plugin, handler)
+    return _outermost(plugins[0], handler)
+
+
+def _outermost(plugin: Any, inner: Handler) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await plugin(request, inner)
+
     return handler
 
 
-def _bind(plugin: Any, inner: Handler) -> Handler:
+def _link(plugin: Any, inner: Handler) -> Handler:
+    """`plugin` around `inner`, with the errors it raises turned into their JSON answer for the plugin around it."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await plugin(request, inner)
+        try:
+            return await plugin(request, inner)
+        except (errors.GatewayError, web.HTTPException) as exc:
+            response = shaped(request, exc)
+            if response is None:
+                raise
+            return response
 
     return handler
 
