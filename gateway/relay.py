@@ -172,6 +172,19 @@ def request_body(request: web.Request, limit: int, exchange: Exchange) -> AsyncI
     return limited_body(request, limit, exchange)
 
 
+def relayed_body(request: web.Request, limit: int, exchange: Exchange) -> bytes | AsyncIterator[bytes] | None:
+    """request_body, but as bytes when the whole body has arrived already (most relayed requests):
+    no async generator, streaming payload and per-chunk awaits (a few % of a relayed request's CPU)."""
+    length = request.content_length
+    if length is not None and 0 < length <= limit:
+        content = request.content
+        if content.is_eof() and content.exception() is None and content.total_bytes == length:
+            body = content.read_nowait()
+            exchange.bytes_in += len(body)
+            return body
+    return request_body(request, limit, exchange)
+
+
 async def upstream_error_message(response: aiohttp.ClientResponse, limit: int = 8192) -> str:
     """The upstream's error message (from an OpenAI error body, else the text), secrets masked."""
     return error_message(await response.content.read(limit))
@@ -264,7 +277,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
         if body is not None:
             headers["Content-Length"] = str(len(body))
     if body is None:
-        body = request_body(request, settings.server.max_body_bytes, exchange)
+        body = relayed_body(request, settings.server.max_body_bytes, exchange)
     url = upstream.url("/v1/chatkit/" + tail, query)
     waited = time.perf_counter()
     async with upstream.request(request.method, url, headers=headers, data=body) as upstream_response:
