@@ -109,6 +109,16 @@ class Instruments:
         self._requests: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._overhead: dict[str, Any] = {}
         self._streams: dict[str, tuple[Any, Any]] = {}
+        self._upstream: dict[str, Any] = {}
+        self._sessions: dict[tuple[str, str], Any] = {}
+        self._operations: dict[tuple[str, str, str], Any] = {}
+
+    def cached(self, cache: dict, metric: Any, key: Any) -> Any:
+        """metric.labels(*key), looked up once per label set (labels() takes a lock and validates)."""
+        child = cache.get(key)
+        if child is None:
+            child = cache[key] = metric.labels(*key) if isinstance(key, tuple) else metric.labels(key)
+        return child
 
     def request_children(self, route: str, method: str, status: str) -> tuple[Any, Any]:
         key = (route, method, status)
@@ -149,16 +159,16 @@ class Instruments:
             workflow = request.get(keys.workflow)
             slug = self.slug_label(workflow.slug) if workflow is not None else "unknown"
             outcome = "created" if status < 400 else "rejected" if status < 500 else "failed"
-            self.sessions.labels(slug, outcome).inc()
+            self.cached(self._sessions, self.sessions, (slug, outcome)).inc()
         operation = request.get(keys.operation)  # a bounded set, read by the protocol endpoint from the body's head
         if operation is not None:
             workflow = request.get(keys.workflow)
             slug = self.slug_label(workflow.slug) if workflow is not None else "unknown"
-            self.operations.labels(slug, operation, status_class).inc()
+            self.cached(self._operations, self.operations, (slug, operation, status_class)).inc()
 
     def record_upstream(self, exchange: Exchange) -> None:
         if exchange.upstream_status is not None:
-            self.upstream_duration.labels(exchange.upstream).observe(exchange.upstream_wait)
+            self.cached(self._upstream, self.upstream_duration, exchange.upstream).observe(exchange.upstream_wait)
         error = exchange.error
         if error is not None and error.startswith("upstream_") and error != "upstream_not_configured":
             kind = error  # a stable error code: a bounded set
