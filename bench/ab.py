@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     us = (cpu_seconds(g.process.pid) - before) * 1e6 / max(1, run.events)
                     results[n, "us_event"].append(us)
                     print(f"streams round {r + 1} {n}: {run.events} events, {us:.1f} µs CPU/event, "
-                          f"p99 {run.event_p99_ms or 0:.2f} ms, dropped {run.dropped}", flush=True)
+                          f"p99 {run.event_p99_ms or 0:.2f} ms, dropped {run.dropped} {run.errors[:1]}", flush=True)
         print()
         for axis, label in (("rps", "relay req/s"), ("us_req", "CPU µs/relayed req"), ("us_event", "CPU µs/event")):
             old, new = results["old", axis], results["new", axis]

@@ -80,8 +80,10 @@ def environment(directory: Path, admin_key: str | None) -> dict[str, str]:
 
 
 def create_api_key(config: Path, env: dict[str, str]) -> str | None:
-    """`python -m gateway keys create --name bench`, when that command exists; the key it prints."""
-    done = subprocess.run([sys.executable, "-m", "gateway", "keys", "create", "--name", "bench",
+    """`python -m gateway keys create --name bench --admin`, when that command exists; the key it prints."""
+    # An admin key: a non-admin caller with the server key is kept to its own ChatKit user (403 on
+    # the stream route, its /sessions body rewritten), which is not the relay this bench measures.
+    done = subprocess.run([sys.executable, "-m", "gateway", "keys", "create", "--name", "bench", "--admin",
                            "--config", str(config)], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=60)
     if done.returncode != 0:
