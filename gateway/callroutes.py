@@ -189,8 +189,9 @@ class CallRoutes:
             log.warning("telephony route %s from config.yaml is shadowed by the managed route of the same number",
                         route.number, extra={"slug": winner.workflow})
 
-    def _managed_route(self, number: str) -> CallRoute:
-        """The managed route for `number`; 404 when no route has it, 409 when config.yaml owns it."""
+    def managed(self, number: str) -> CallRoute:
+        """The managed route for `number`; 400 when it is no number, 404 when no route has it, 409 when
+        config.yaml owns it."""
         pattern = route_pattern(number)
         if pattern is None:
             raise errors.InvalidNumber(number=number)
@@ -219,7 +220,7 @@ class CallRoutes:
 
     async def update(self, number: str, workflow: str, actor: str) -> CallRoute:
         async with self._lock:
-            current = self._managed_route(number)
+            current = self.managed(number)
             route = parse_route({"number": current.number, "workflow": workflow}, source="managed",
                                 created_at=current.created_at)
             await self.store.update_call_route(route.number, route.workflow)
@@ -231,7 +232,7 @@ class CallRoutes:
 
     async def delete(self, number: str, actor: str) -> CallRoute:
         async with self._lock:
-            current = self._managed_route(number)
+            current = self.managed(number)
             await self.store.delete_call_route(current.number)
             self._managed = tuple(r for r in self._managed if r.number != current.number)
             self.table = self._merged()

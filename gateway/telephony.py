@@ -29,7 +29,7 @@ from .realtime import accept_body
 from .webhooks import SignatureRejected, signing_key, verify
 
 if TYPE_CHECKING:
-    from .registry import Catalog
+    from .registry import Catalog, Registry, WorkflowEntry
     from .settings import Settings
 
 log = logging.getLogger("chatkit_gateway.telephony")
@@ -164,6 +164,20 @@ def described(route: CallRoute, request: web.Request, shadowed_by: CallRoute | N
             "shadowed_by": shadowed_by.source if shadowed_by else None}
 
 
+def checked_route(registry: Registry, data: object) -> tuple[CallRoute, WorkflowEntry]:
+    """A route to create, by the rules the API and the admin page share: a number or prefix and a slug
+    (parse_route), and a workflow that exists now. Whether the number is free is CallRoutes.create's to say."""
+    route = parse_route(data, source="managed")
+    return route, registry.resolve(route.workflow)
+
+
+def checked_workflow(registry: Registry, workflow: object) -> WorkflowEntry:
+    """The workflow a managed route is given, by the same rules: a slug that names a workflow now."""
+    if not isinstance(workflow, str):
+        raise errors.InvalidField("workflow: is required, as a string.", field="workflow")
+    return registry.resolve(workflow)
+
+
 async def list_routes(request: web.Request) -> web.Response:
     require_admin(request)
     table = request.app[keys.call_routes].table
@@ -174,8 +188,7 @@ async def list_routes(request: web.Request) -> web.Response:
 
 async def create_route(request: web.Request) -> web.Response:
     principal = require_admin(request)
-    route = parse_route(await json_object(request), source="managed")
-    request[keys.workflow] = request.app[keys.registry].resolve(route.workflow)  # it must exist now
+    route, request[keys.workflow] = checked_route(request.app[keys.registry], await json_object(request))
     route = await request.app[keys.call_routes].create(route, actor=principal.id)
     return web.json_response(described(route, request), status=201,
                              headers={"Location": f"/api/telephony/routes/{quote(route.number, safe='*')}"})
@@ -192,9 +205,7 @@ async def update_route(request: web.Request) -> web.Response:
     if "number" in body and route_pattern(body["number"]) != route_pattern(number):
         raise errors.InvalidField("number: a route's number cannot change; create the new one, then delete this one.",
                                   field="number")
-    if not isinstance(body.get("workflow"), str):
-        raise errors.InvalidField("workflow: is required, as a string.", field="workflow")
-    request[keys.workflow] = request.app[keys.registry].resolve(body["workflow"])
+    request[keys.workflow] = checked_workflow(request.app[keys.registry], body.get("workflow"))
     route = await request.app[keys.call_routes].update(number, body["workflow"], actor=principal.id)
     return web.json_response(described(route, request))
 

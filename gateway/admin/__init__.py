@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from .. import errors, keys
-from . import (audit_page, chat_page, keys_page, login_page, sessions_page, status_page, workflows_page)
+from . import (audit_page, chat_page, keys_page, login_page, sessions_page, status_page, telephony_page,
+               workflows_page)
 from .cookie import SessionCookie
 from .guard import PageGuard, security_headers
 from .render import redirect, setup_templates
@@ -50,6 +51,12 @@ ADMIN_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/workflows/{slug}/delete", workflows_page.confirm_delete, "admin_workflow_confirm_delete"),
     ("POST", "/workflows/{slug}/delete", workflows_page.delete, "admin_workflow_delete"),
     ("POST", "/start", workflows_page.set_start, "admin_start"),
+    ("GET", "/telephony", telephony_page.show, "admin_telephony"),
+    ("POST", "/telephony", telephony_page.create, "admin_telephony_create"),
+    ("GET", "/telephony/{number}/edit", telephony_page.edit, "admin_telephony_edit"),
+    ("POST", "/telephony/{number}/edit", telephony_page.update, "admin_telephony_update"),
+    ("GET", "/telephony/{number}/delete", telephony_page.confirm_delete, "admin_telephony_confirm_delete"),
+    ("POST", "/telephony/{number}/delete", telephony_page.delete, "admin_telephony_delete"),
     ("GET", "/sessions", sessions_page.show, "admin_sessions"),
     ("POST", "/sessions/{session_id}/cancel", sessions_page.cancel, "admin_session_cancel"),
     ("GET", "/keys", keys_page.show, "admin_keys"),

@@ -1,12 +1,13 @@
 """Reading posted forms, and showing the registry's validation errors next to the fields they concern.
 
-The rules themselves live in the registry (`parse_entry`) and the key book: a form only collects
-strings, hands them over, and places the GatewayError it gets back under the right field.
+The rules themselves live in the registry (`parse_entry`), the call routes (`parse_route`) and the
+key book: a form only collects strings, hands them over, and places the GatewayError it gets back
+under the right field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -25,19 +26,23 @@ async def posted(request: web.Request, names: Iterable[str]) -> dict[str, str]:
     return values
 
 
-def field_errors(error: errors.GatewayError, fields: Iterable[str], t: i18n.Translator) -> dict[str, str] | None:
-    """`error` placed under the form field it is about, or None when it is about none of them."""
+def field_errors(error: errors.GatewayError, fields: Iterable[str], t: i18n.Translator,
+                 aliases: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """`error` placed under the form field it is about, or None when it is about none of them.
+
+    `aliases` renames a field for a form that calls it otherwise (the routes form's slug is `workflow`)."""
     known = set(fields)
-    if isinstance(error, errors.InvalidSlug):
+    if isinstance(error, (errors.InvalidSlug, errors.HostedWorkflowConflict, errors.HostedWorkflowNotFound)):
         field = "slug"
     elif isinstance(error, errors.InvalidWorkflowId):
         field = "workflow_id"
-    elif isinstance(error, errors.HostedWorkflowConflict):
-        field = "slug"
+    elif isinstance(error, (errors.InvalidNumber, errors.TelephonyRouteConflict)):
+        field = "number"
     elif isinstance(error, errors.InvalidField):
         field = str(error.context.get("field", "")).split(".", 1)[0].split("[", 1)[0]
     else:
         return None
+    field = (aliases or {}).get(field, field)
     if field not in known:
         return None
     return {field: message(error, t)}

@@ -17,6 +17,7 @@ COOKIE = "ckg_lang"
 EN = {
     "nav.label": "Sections",
     "nav.workflows": "Hosted workflows",
+    "nav.telephony": "Telephony routes",
     "nav.sessions": "Sessions",
     "nav.keys": "API keys",
     "nav.audit": "Audit",
@@ -67,6 +68,11 @@ EN = {
     "field.workflow_id": "OpenAI workflow id",
     "field.version": "Version",
     "field.url": "ChatKit server URL",
+    "field.number": "Number",
+    "field.workflow": "Workflow",
+    "hint.number": "e.g. +15551234567 for that number only, or +1555* for every number starting with +1555.",
+    "hint.number_fixed": "A route's number cannot change: add the new one, then delete this one.",
+    "hint.route_workflow": "The slug of the hosted workflow that answers, e.g. assistant-voix.",
     "hint.url": "Where your ChatKitServer answers, e.g. https://chatkit.internal/chatkit",
     "workflows.server": "server",
     "workflows.server_hint": "Served by your own ChatKit server: front ends get api.url instead of a client secret.",
@@ -93,6 +99,34 @@ EN = {
     "delete.is_start": "It is the Start workflow: sessions without a slug will fall back to the next default.",
     "delete.irreversible": "This cannot be undone.",
     "delete.confirm": "Delete",
+
+    "telephony.title": "Telephony routes",
+    "telephony.add": "Add",
+    "telephony.add_title": "Add a telephony route",
+    "telephony.intro": "Which hosted workflow answers an incoming call, by the number called: the exact number "
+                       "first, then the longest matching prefix, then the default workflow.",
+    "telephony.exact": "exact number",
+    "telephony.prefix": "prefix",
+    "telephony.resolves": "exists",
+    "telephony.missing": "no such workflow",
+    "telephony.missing_hint": "Calls to this route are rejected (SIP {status}) until a workflow has this slug.",
+    "telephony.read_only_hint": "Declared in config.yaml (telephony.routes): change it there.",
+    "telephony.none": "No telephony route yet.",
+    "telephony.default": "Default workflow",
+    "telephony.no_default": "none",
+    "telephony.default_hint": "Answers calls no route matches: TELEPHONY_DEFAULT_WORKFLOW_SLUG, or "
+                              "telephony.default_workflow in config.yaml.",
+    "telephony.reject": "Reject status",
+    "telephony.reject_hint": "The SIP status of a call nothing answers, or whose workflow does not exist "
+                             "(telephony.reject_status).",
+    "telephony.shadowed_intro": "These routes are not used: a managed route has the same number and wins.",
+    "telephony.edit_title": "Edit the route {number}",
+    "telephony.delete_title": "Delete the route {number}?",
+    "telephony.delete_question": "Delete the route {number}, answered by {slug}?",
+    "telephony.delete_then_default": "Its calls will then follow the next matching route, else the default "
+                                     "workflow {slug}.",
+    "telephony.delete_then_reject": "Its calls will then follow the next matching route, else be rejected "
+                                    "(SIP {status}).",
 
     "sessions.title": "Sessions",
     "sessions.intro": "ChatKit sessions issued by this gateway that have not expired, newest first.",
@@ -172,6 +206,9 @@ EN = {
     "flash.start_cleared": "The Start workflow is config.yaml's again.",
     "flash.session_cancelled": "Session {id} cancelled.",
     "flash.key_revoked": "Key {name} revoked.",
+    "flash.route_created": "Route {number} added.",
+    "flash.route_updated": "Route {number} saved.",
+    "flash.route_deleted": "Route {number} deleted.",
 
     "page.forbidden": "Forbidden",
     "page.forbidden_text": "This page is for administrators. You are signed in as {name}, who is not one.",
@@ -191,11 +228,15 @@ EN = {
     "error.hosted_workflow_conflict": "This slug is already taken ({source}).",
     "error.required": "Required.",
     "error.key_name_taken": "A key with this name already exists.",
+    "error.invalid_number": "Not a number: + and digits (+15551234567), or a prefix ending in * (+1555*).",
+    "error.telephony_route_conflict": "This number already has a route ({source}).",
+    "error.hosted_workflow_not_found": "No hosted workflow has this slug.",
 }
 
 FR = {
     "nav.label": "Rubriques",
     "nav.workflows": "Workflows hébergés",
+    "nav.telephony": "Routes téléphoniques",
     "nav.sessions": "Sessions",
     "nav.keys": "Clés API",
     "nav.audit": "Journal",
@@ -248,6 +289,11 @@ FR = {
     "field.workflow_id": "Identifiant du workflow OpenAI",
     "field.version": "Version",
     "field.url": "URL du serveur ChatKit",
+    "field.number": "Numéro",
+    "field.workflow": "Workflow",
+    "hint.number": "ex : +33123456789 pour ce seul numéro, ou +3361* pour tous ceux qui commencent par +3361.",
+    "hint.number_fixed": "Le numéro d'une route ne change pas : ajoutez la nouvelle, puis supprimez celle-ci.",
+    "hint.route_workflow": "Le slug du workflow hébergé qui répond, ex : assistant-voix.",
     "hint.url": "L'adresse où répond votre ChatKitServer, ex : https://chatkit.interne/chatkit",
     "workflows.server": "serveur",
     "workflows.server_hint": "Servi par votre propre serveur ChatKit : le frontend reçoit api.url au lieu d'un "
@@ -275,6 +321,36 @@ FR = {
     "delete.is_start": "C'est le workflow de l'étape Start : les sessions sans slug utiliseront le suivant.",
     "delete.irreversible": "Cette action est définitive.",
     "delete.confirm": "Supprimer",
+
+    "telephony.title": "Routes téléphoniques",
+    "telephony.add": "Ajouter",
+    "telephony.add_title": "Ajouter une route téléphonique",
+    "telephony.intro": "Le workflow hébergé qui répond à un appel entrant, selon le numéro appelé : le numéro "
+                       "exact d'abord, puis le plus long préfixe correspondant, puis le workflow par défaut.",
+    "telephony.exact": "numéro exact",
+    "telephony.prefix": "préfixe",
+    "telephony.resolves": "existe",
+    "telephony.missing": "workflow inexistant",
+    "telephony.missing_hint": "Les appels de cette route sont rejetés (SIP {status}) tant qu'aucun workflow n'a "
+                              "ce slug.",
+    "telephony.read_only_hint": "Déclarée dans config.yaml (telephony.routes) : modifiez-la là.",
+    "telephony.none": "Aucune route téléphonique pour l'instant.",
+    "telephony.default": "Workflow par défaut",
+    "telephony.no_default": "aucun",
+    "telephony.default_hint": "Répond aux appels qu'aucune route ne prend : TELEPHONY_DEFAULT_WORKFLOW_SLUG, ou "
+                              "telephony.default_workflow dans config.yaml.",
+    "telephony.reject": "Statut de rejet",
+    "telephony.reject_hint": "Le statut SIP d'un appel auquel rien ne répond, ou dont le workflow n'existe pas "
+                             "(telephony.reject_status).",
+    "telephony.shadowed_intro": "Ces routes ne sont pas utilisées : une route gérée a le même numéro et "
+                                "l'emporte.",
+    "telephony.edit_title": "Modifier la route {number}",
+    "telephony.delete_title": "Supprimer la route {number} ?",
+    "telephony.delete_question": "Supprimer la route {number}, à laquelle répond {slug} ?",
+    "telephony.delete_then_default": "Ses appels suivront alors la route correspondante suivante, sinon le "
+                                     "workflow par défaut {slug}.",
+    "telephony.delete_then_reject": "Ses appels suivront alors la route correspondante suivante, sinon seront "
+                                    "rejetés (SIP {status}).",
 
     "sessions.title": "Sessions",
     "sessions.intro": "Les sessions ChatKit émises par cette passerelle et non expirées, les plus récentes d'abord.",
@@ -354,6 +430,9 @@ FR = {
     "flash.start_cleared": "Le workflow Start est de nouveau celui de config.yaml.",
     "flash.session_cancelled": "Session {id} annulée.",
     "flash.key_revoked": "Clé {name} révoquée.",
+    "flash.route_created": "Route {number} ajoutée.",
+    "flash.route_updated": "Route {number} enregistrée.",
+    "flash.route_deleted": "Route {number} supprimée.",
 
     "page.forbidden": "Accès refusé",
     "page.forbidden_text": "Cette page est réservée aux administrateurs. Vous êtes connecté en tant que {name}, "
@@ -374,6 +453,10 @@ FR = {
     "error.hosted_workflow_conflict": "Ce slug est déjà pris ({source}).",
     "error.required": "Obligatoire.",
     "error.key_name_taken": "Une clé porte déjà ce nom.",
+    "error.invalid_number": "Ce n'est pas un numéro : + et des chiffres (+33123456789), ou un préfixe finissant "
+                            "par * (+3361*).",
+    "error.telephony_route_conflict": "Ce numéro a déjà une route ({source}).",
+    "error.hosted_workflow_not_found": "Aucun workflow hébergé n'a ce slug.",
 }
 
 CATALOGS = {"en": EN, "fr": FR}

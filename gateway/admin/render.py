@@ -14,11 +14,12 @@ from aiohttp import web
 from .. import keys
 from . import i18n
 
-NAV = (("workflows", "/admin/workflows"), ("sessions", "/admin/sessions"), ("keys", "/admin/keys"),
-       ("audit", "/admin/audit"), ("status", "/admin/status"), ("chat", "/chat"))
+NAV = (("workflows", "/admin/workflows"), ("telephony", "/admin/telephony"), ("sessions", "/admin/sessions"),
+       ("keys", "/admin/keys"), ("audit", "/admin/audit"), ("status", "/admin/status"), ("chat", "/chat"))
 # What a redirect may report after a change (`?done=`), and the values its message may show.
 FLASHES = {"workflow_created": ("slug",), "workflow_updated": ("slug",), "workflow_deleted": ("slug",),
-           "start_set": ("slug",), "start_cleared": (), "session_cancelled": ("id",), "key_revoked": ("name",)}
+           "start_set": ("slug",), "start_cleared": (), "session_cancelled": ("id",), "key_revoked": ("name",),
+           "route_created": ("number",), "route_updated": ("number",), "route_deleted": ("number",)}
 
 
 def when(timestamp: float | None) -> str:
