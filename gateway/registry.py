@@ -602,7 +602,7 @@ async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         listening = False
     app[keys.store_changes].follow("workflow registry", registry.load)
     yield
-    for task in reloads:
+    for task in list(reloads):  # a finished task removes itself from the set
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
