@@ -76,7 +76,7 @@ def workflow_registry(app: web.Application, environ: Mapping[str, str]) -> Regis
     settings = app[keys.settings]
     return Registry(
         app[keys.store], FileSources.of(settings),
-        reread=lambda: FileSources.of(load_settings(settings.source, environ)),
+        reread=lambda: load_settings(settings.source, environ),
         upstream_key_set=bool(settings.upstream.api_key),
         on_reload=lambda result: app[keys.config_reloads].labels(result=result).inc(),
     )

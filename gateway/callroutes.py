@@ -177,6 +177,11 @@ class CallRoutes:
         self._lock = asyncio.Lock()
         self.table = self._merged()
 
+    def configure(self, configured: tuple[CallRoute, ...], default_workflow: str | None) -> None:
+        """Swap in the routes and default of a reloaded config.yaml; managed routes stay."""
+        self._configured, self._default = configured, default_workflow
+        self.table = self._merged()
+
     def _merged(self) -> RouteTable:
         return RouteTable.merge(self._managed, self._configured, self._default)
 

@@ -411,11 +411,12 @@ async def read_managed(store: Store) -> tuple[WorkflowEntry, ...]:
 class Registry:
     """The live registry. Readers take `catalog`; writers change the store, then swap in a new catalog."""
 
-    def __init__(self, store: Store, sources: FileSources, *, reread: Callable[[], FileSources],
+    def __init__(self, store: Store, sources: FileSources, *, reread: Callable[[], Settings],
                  upstream_key_set: bool, on_reload: Callable[[str], None] = lambda result: None) -> None:
         self.store = store
         self._sources = sources
         self._reread = reread
+        self._reloaded: list[Callable[[Settings], None]] = []
         self._upstream_key_set = upstream_key_set
         self._on_reload = on_reload
         self._managed: tuple[WorkflowEntry, ...] = ()
@@ -536,19 +537,26 @@ class Registry:
             await self.store.audit(actor, "start.set", "start", before, self.catalog.start)
         return self.catalog
 
+    def on_reload(self, follow: Callable[[Settings], None]) -> None:
+        """Have `follow` see each good reload of config.yaml (telephony routes are read again with it)."""
+        self._reloaded.append(follow)
+
     async def reload(self, actor: str) -> Catalog:
-        """Re-read `workflows:` and `start:`; a bad file raises ConfigError and the running config stays."""
+        """Re-read `workflows:` and `start:` (and, through `on_reload`, `telephony.routes` and its default);
+        a bad file raises ConfigError and the running config stays."""
         async with self._lock:
             try:
-                sources = self._reread()
+                settings = self._reread()
             except ConfigError as exc:
                 log.error("config reload failed, keeping the running config: %s", exc,
                           extra={"error": "config_invalid", "detail": str(exc)})
                 self._on_reload("error")
                 raise
             before = self.catalog.summary()
-            self._sources = sources
+            self._sources = FileSources.of(settings)
             self._swap()
+            for follow in self._reloaded:
+                follow(settings)
             self._on_reload("ok")
             log.info("config reloaded: %d workflows, start %s", len(self.catalog.entries), self.catalog.start)
             await self.store.audit(actor, "config.reload", "config", before, self.catalog.summary())

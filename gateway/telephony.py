@@ -253,6 +253,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.exception("could not forget old webhook ids")
 
     app[keys.store_changes].follow("telephony routes", routes.load)
+    app[keys.registry].on_reload(lambda settings: routes.configure(settings.telephony.routes,
+                                                                   settings.telephony.default_workflow))
     purger = asyncio.create_task(purge_regularly())
     yield
     await deliveries.settle()

@@ -563,3 +563,22 @@ def test_check_config_warns_about_route_and_default_slugs_that_name_no_workflow(
 def test_the_called_number_is_the_to_headers_user_part_as_plus_and_digits(name, value, number):
     headers = [{"name": "From", "value": "sip:+33612345678@carrier.example"}, {"name": name, "value": value}]
     assert called_number(headers) == number
+
+
+async def test_a_config_reload_reads_the_telephony_routes_and_default_again(aiohttp_client, tmp_path, fake_openai):
+    gateway = await start(aiohttp_client, tmp_path, fake_openai, WORKFLOWS + ROUTES)
+    table = lambda: gateway.app[keys.call_routes].table  # noqa: E731
+    assert table().match("+15559876543").workflow == "sales"
+    assert table().match("+33100000000") is None
+    gateway.config.write_text(DEFAULT_PLUGINS + WORKFLOWS + ROUTES.replace('"+1555*", workflow: sales',
+                                                                           '"+1555*", workflow: fallback')
+                              + "  default_workflow: vip\n")
+    status, body = await gateway.call("POST", "/api/admin/reload", ADMIN)
+    assert status == 200, body
+    assert table().match("+15559876543").workflow == "fallback"
+    assert table().match("+33100000000").workflow == "vip"
+
+    gateway.config.write_text(DEFAULT_PLUGINS + "telephony:\n  routes: [{number: nope, workflow: a}]\n")
+    status, body = await gateway.call("POST", "/api/admin/reload", ADMIN)
+    assert status == 400 and body["key"] == "telephony.routes[0].number"
+    assert table().match("+15559876543").workflow == "fallback"  # the running routes stay
