@@ -171,6 +171,11 @@ class WebhookSignatureInvalid(GatewayError):
         "The webhook signature is missing, wrong or outside the time tolerance; nothing was done."
 
 
+class WebhookInProgress(GatewayError):
+    status, code, message = 409, "webhook_in_progress", \
+        "Another worker is acting on this delivery; retry later and it will be answered as a replay."
+
+
 class TelephonyNotConfigured(GatewayError):
     status, code, message = 503, "telephony_not_configured", \
         "No webhook secret is configured (OPENAI_WEBHOOK_SECRET or telephony.webhook_secret)."

@@ -74,6 +74,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhook_deliveries_at ON webhook_deliveries (at);
     """,
+    """
+    ALTER TABLE webhook_deliveries ADD COLUMN state TEXT NOT NULL DEFAULT 'done';
+    """,
 )
 
 
@@ -296,12 +299,26 @@ class Store:
     async def delete_call_route(self, number: str) -> bool:
         return await self._write("DELETE FROM telephony_routes WHERE number = ?", (number,)) > 0
 
-    async def delivery_recorded(self, webhook_id: str, *, since: float) -> bool:
-        row = await self._one("SELECT 1 FROM webhook_deliveries WHERE webhook_id = ? AND at >= ?", (webhook_id, since))
-        return row is not None
+    async def claim_delivery(self, webhook_id: str, now: float, *, since: float, stale_before: float) -> str:
+        """Take `webhook_id` to act on it: "claimed"; or "done" (acted on since `since`), or "busy" (another
+        process is acting on it, its claim newer than `stale_before`). One statement, so one process wins."""
+        claimed = await self._write(
+            "INSERT INTO webhook_deliveries (webhook_id, at, state) VALUES (?, ?, 'acting') "
+            "ON CONFLICT(webhook_id) DO UPDATE SET at = excluded.at, state = 'acting' "
+            "WHERE (state = 'acting' AND at < ?) OR (state = 'done' AND at < ?)",
+            (webhook_id, now, stale_before, since))
+        if claimed:
+            return "claimed"
+        row = await self._one("SELECT state FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,))
+        return "busy" if row is not None and row["state"] == "acting" else "done"
+
+    async def release_delivery(self, webhook_id: str) -> None:
+        """Give up a claim whose action failed, so the sender's retry can act."""
+        await self._write("DELETE FROM webhook_deliveries WHERE webhook_id = ? AND state = 'acting'", (webhook_id,))
 
     async def record_delivery(self, webhook_id: str, at: float) -> None:
-        await self._write("INSERT OR REPLACE INTO webhook_deliveries (webhook_id, at) VALUES (?, ?)", (webhook_id, at))
+        await self._write("INSERT OR REPLACE INTO webhook_deliveries (webhook_id, at, state) VALUES (?, ?, 'done')",
+                          (webhook_id, at))
 
     async def purge_deliveries(self, before: float) -> int:
         return await self._write("DELETE FROM webhook_deliveries WHERE at < ?", (before,))

@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from . import errors
 from .storage import Store
 
 SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE = 300  # seconds, the SDK's and Standard Webhooks' default
 REPLAY_SECONDS = 24 * 3600  # how long an acted-on webhook id is remembered; the sender retries for hours
 MAX_REMEMBERED = 100_000  # webhook ids held in memory at once; older ones are still in the store
+CLAIM_SECONDS = 300  # a claim older than this is a dead worker's: another may act (call control takes ≤ 60 s)
 
 T = TypeVar("T")
 
@@ -83,9 +85,10 @@ class Deliveries:
     """
 
     def __init__(self, store: Store, *, keep_seconds: float = REPLAY_SECONDS,
-                 max_remembered: int = MAX_REMEMBERED) -> None:
+                 max_remembered: int = MAX_REMEMBERED, claim_seconds: float = CLAIM_SECONDS) -> None:
         self.store = store
         self.keep_seconds = keep_seconds
+        self.claim_seconds = claim_seconds
         self.max_remembered = max_remembered
         self._seen: dict[str, float] = {}  # webhook id -> when recorded, oldest first
         self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # webhook id -> (lock, [holders and waiters])
@@ -104,9 +107,20 @@ class Deliveries:
 
     async def _once(self, webhook_id: str, act: Callable[[], Awaitable[T]]) -> T | None:
         async with self._turn(webhook_id):
-            if await self.seen(webhook_id):
+            if webhook_id in self._seen:
                 return None
-            result = await act()
+            now = time.time()
+            claim = await self.store.claim_delivery(webhook_id, now, since=now - self.keep_seconds,
+                                                    stale_before=now - self.claim_seconds)
+            if claim == "done":
+                return None
+            if claim == "busy":  # another worker is acting on this very delivery right now
+                raise errors.WebhookInProgress()
+            try:
+                result = await act()
+            except BaseException:
+                await self.store.release_delivery(webhook_id)
+                raise
             await self.record(webhook_id)
             return result
 
@@ -121,11 +135,6 @@ class Deliveries:
             users[0] -= 1
             if users[0] == 0:
                 del self._turns[webhook_id]
-
-    async def seen(self, webhook_id: str) -> bool:
-        if webhook_id in self._seen:
-            return True
-        return await self.store.delivery_recorded(webhook_id, since=time.time() - self.keep_seconds)
 
     async def record(self, webhook_id: str) -> None:
         now = time.time()

@@ -21,7 +21,7 @@ import openai
 import pytest
 from standardwebhooks import Webhook
 
-from gateway import keys
+from gateway import errors, keys
 from gateway.__main__ import main
 from gateway.callroutes import called_number
 from gateway.logs import JsonFormatter, RedactingFilter
@@ -412,6 +412,48 @@ async def test_a_sender_that_hangs_up_does_not_cancel_an_action_half_done(tmp_pa
 
     assert done == ["accepted"]
     assert await deliveries.once("wh_hangs_up", accept) is None  # the retry finds it recorded
+    await store.close()
+
+
+async def test_two_workers_given_one_delivery_at_once_act_on_it_exactly_once(tmp_path):
+    stores = [Store(str(tmp_path / "gateway.db")) for _ in range(2)]  # two workers, one database
+    for store in stores:
+        await store.open()
+    first, second = (Deliveries(store) for store in stores)
+    acted = []
+
+    async def accept() -> str:
+        await asyncio.sleep(0.1)
+        acted.append("accepted")
+        return "accepted"
+
+    acting = asyncio.create_task(first.once("wh_twice", accept))
+    await asyncio.sleep(0.02)
+    with pytest.raises(errors.WebhookInProgress):  # 409: the sender retries later
+        await second.once("wh_twice", accept)
+    assert await acting == "accepted"
+    assert await second.once("wh_twice", accept) is None  # the retry is a replay
+    assert acted == ["accepted"]
+    for store in stores:
+        await store.close()
+
+
+async def test_a_claim_left_by_a_dead_worker_or_a_failed_action_does_not_block_the_retry(tmp_path):
+    store = Store(str(tmp_path / "gateway.db"))
+    await store.open()
+    await store.claim_delivery("wh_orphan", time.time() - 600, since=0, stale_before=0)  # a worker that died
+    deliveries = Deliveries(store, claim_seconds=300)
+
+    async def fails() -> str:
+        raise errors.CallControlFailed("upstream said no")
+
+    async def accept() -> str:
+        return "accepted"
+
+    assert await deliveries.once("wh_orphan", accept) == "accepted"
+    with pytest.raises(errors.CallControlFailed):
+        await deliveries.once("wh_failed", fails)
+    assert await deliveries.once("wh_failed", accept) == "accepted"  # the failure left no claim behind
     await store.close()
 
 
