@@ -74,10 +74,6 @@ class UpstreamNotConfigured(GatewayError):
     status, code, message = 503, "upstream_not_configured", "The upstream API key is not configured."
 
 
-class ShuttingDown(GatewayError):
-    status, code, message = 503, "shutting_down", "The gateway is shutting down."
-
-
 class UpstreamUnavailable(GatewayError):
     status, code, message = 502, "upstream_unavailable", "The upstream could not be reached."
 
