@@ -69,6 +69,16 @@ async def answers(url: str) -> bool:
         return False
 
 
+async def wait_answering(process: subprocess.Popen, url: str, what: str, log_path: Path) -> None:
+    """Wait until `url` answers; fail with the process's log if it exits first."""
+    async def probe() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited with {process.returncode}:\n{log_path.read_text()}")
+        return await answers(url)
+
+    await wait_until(probe, f"{what} to answer {url}")
+
+
 async def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if process.poll() is None:
         process.send_signal(sig)
@@ -120,12 +130,7 @@ async def running_gateway(workdir: Path, upstream_base: str, api_key: str, *, co
                                    cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     gateway = GatewayProcess(process, port, log_path, config_path, env)
     try:
-        async def started() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"the gateway exited with {process.returncode}:\n{log_path.read_text()}")
-            return await answers(gateway.url + "/healthz")
-
-        await wait_until(started, "the gateway to answer /healthz")
+        await wait_answering(process, gateway.url + "/healthz", "the gateway", log_path)
         yield gateway
     finally:
         await stop_process(process)
@@ -245,12 +250,7 @@ async def running_prometheus(workdir: Path, targets: Iterable[str], *,
             stdout=log, stderr=subprocess.STDOUT)
     server = Prometheus(process, port)
     try:
-        async def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"prometheus exited:\n{(workdir / 'prometheus.log').read_text()}")
-            return await answers(server.url + "/-/ready")
-
-        await wait_until(ready, "prometheus to be ready")
+        await wait_answering(process, server.url + "/-/ready", "prometheus", workdir / "prometheus.log")
         yield server
     finally:
         await stop_process(process)
