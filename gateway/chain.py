@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 from aiohttp import web
 
 from . import errors, keys
-from .middlewares import shaped
+from .middlewares import answer_for
 from .schema import ConfigError, build
 from .settings import PluginSpec
 
@@ -99,10 +99,7 @@ def _link(plugin: Any, inner: Handler) -> Handler:
         try:
             return await plugin(request, inner)
         except (errors.GatewayError, web.HTTPException) as exc:
-            response = shaped(request, exc)
-            if response is None:
-                raise
-            return response
+            return answer_for(request, exc)
 
     return handler
 
@@ -114,10 +111,7 @@ def _answering(inner: Handler) -> Handler:
         try:
             return await inner(request)
         except (errors.GatewayError, web.HTTPException) as exc:
-            response = shaped(request, exc)
-            if response is None:
-                raise
-            return response
+            return answer_for(request, exc)
 
     return handler
 

@@ -54,13 +54,13 @@ def error_response(error: errors.GatewayError, request_id: str) -> web.Response:
     return response
 
 
-def shaped(request: web.Request, exc: BaseException) -> web.Response | None:
-    """The answer for a GatewayError or an aiohttp HTTP error (400 and up); None for anything else."""
+def answer_for(request: web.Request, exc: errors.GatewayError | web.HTTPException) -> web.Response:
+    """The JSON answer for a gateway-made or aiohttp HTTP error (400 and up); anything else is raised again."""
     if isinstance(exc, errors.GatewayError):
         request[keys.exchange].error = exc.code
         return error_response(exc, request[keys.request_id])
-    if not isinstance(exc, web.HTTPException) or exc.status < 400:
-        return None
+    if exc.status < 400:
+        raise exc  # a redirect, not an error
     error_class = HTTP_CODES.get(exc.status)
     error = error_class() if error_class else errors.BadRequest(exc.reason)
     request[keys.exchange].error = error.code
@@ -77,10 +77,7 @@ async def error_shape(request: web.Request, handler: web.Handler) -> web.StreamR
     try:
         return await handler(request)
     except (errors.GatewayError, web.HTTPException) as exc:
-        response = shaped(request, exc)
-        if response is None:
-            raise
-        return response
+        return answer_for(request, exc)
     except (asyncio.CancelledError, ConnectionError):
         raise  # the client went away; nothing to answer
     except Exception:
