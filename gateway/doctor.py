@@ -157,8 +157,8 @@ async def check_upstream(settings: Settings) -> list[Check]:
     await upstream.open()
     try:
         started = time.monotonic()
-        async with upstream.request("GET", upstream.url("/v1/models"), headers=headers, stream=False) as response:
-            body = await response.content.read(8192)
+        async with upstream.request("GET", "/v1/models", headers=headers, stream=False) as response:
+            body = await response.read(8192)
         elapsed = time.monotonic() - started
         local_time = time.time() - elapsed / 2  # the moment the upstream most likely wrote its Date
     except errors.GatewayError as exc:

@@ -51,7 +51,7 @@ async def relay_to_server(request: web.Request) -> web.StreamResponse:
             raise errors.UpstreamNotConfigured(f"{entry.api_key_env}, the variable holding this ChatKit server's "
                                                "key, is not set.", slug=entry.slug)
         waited = time.perf_counter()
-        async with upstream.request("POST", upstream.url(""), headers=headers, data=body) as upstream_response:
+        async with upstream.request("POST", "", headers=headers, data=body) as upstream_response:
             exchange.upstream_wait += time.perf_counter() - waited
             exchange.upstream_status = upstream_response.status
             if upstream_response.status in (401, 403):  # never passed on as our own 401/403

@@ -15,11 +15,10 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import errors, keys, scoping, sessions
+from . import errors, http1, keys, scoping, sessions
 from .exchange import Exchange
 from .upstream import CHATKIT_BETA, Upstream, error_message
 
@@ -140,7 +139,7 @@ def upstream_headers(request: web.Request, upstream: Upstream, client_secret: st
     return headers
 
 
-def response_headers(upstream_response: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def response_headers(upstream_response: http1.Response) -> CIMultiDict[str]:
     received = upstream_response.headers
     named = connection_tokens(received)
     kept = [(name, value) for name, value in received.items()
@@ -185,9 +184,9 @@ def relayed_body(request: web.Request, limit: int, exchange: Exchange) -> bytes 
     return request_body(request, limit, exchange)
 
 
-async def upstream_error_message(response: aiohttp.ClientResponse, limit: int = 8192) -> str:
+async def upstream_error_message(response: http1.Response, limit: int = 8192) -> str:
     """The upstream's error message (from an OpenAI error body, else the text), secrets masked."""
-    return error_message(await response.content.read(limit))
+    return error_message(await response.read(limit))
 
 
 async def heartbeat(response: web.StreamResponse, exchange: Exchange, interval: float,
@@ -203,11 +202,11 @@ async def heartbeat(response: web.StreamResponse, exchange: Exchange, interval: 
         last_write[0] = time.perf_counter()
 
 
-async def pump(upstream_response: aiohttp.ClientResponse, response: web.StreamResponse,
+async def pump(upstream_response: http1.Response, response: web.StreamResponse,
                exchange: Exchange, observers: Iterable[Callable[[bytes], None]],
                heartbeat_seconds: float) -> None:
     """Copy the upstream body to the client chunk by chunk, as it arrives."""
-    content = upstream_response.content
+    readany = upstream_response.readany
     write = response.write
     last_write = [time.perf_counter()]
     beat = None
@@ -216,7 +215,7 @@ async def pump(upstream_response: aiohttp.ClientResponse, response: web.StreamRe
     try:
         while True:
             waited = time.perf_counter()
-            chunk = await content.readany()
+            chunk = await readany()
             now = time.perf_counter()
             exchange.upstream_wait += now - waited
             if not chunk:
@@ -231,13 +230,13 @@ async def pump(upstream_response: aiohttp.ClientResponse, response: web.StreamRe
             beat.cancel()
 
 
-async def relay_minted_session(request: web.Request, upstream_response: aiohttp.ClientResponse) -> web.Response:
+async def relay_minted_session(request: web.Request, upstream_response: http1.Response) -> web.Response:
     """A session minted through the relay: its small JSON answer is read whole, to record its secret."""
     try:
         raw = await upstream_response.read()
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except http1.Timeout:
         raise errors.UpstreamTimeout() from None
-    except aiohttp.ClientError:
+    except http1.TransportError:
         raise errors.UpstreamUnavailable("The upstream dropped its answer.") from None
     request[keys.exchange].count_chunk(raw)
     for observe in request.get(keys.chunk_observers, ()):
@@ -278,9 +277,9 @@ async def relay(request: web.Request) -> web.StreamResponse:
             headers["Content-Length"] = str(len(body))
     if body is None:
         body = relayed_body(request, settings.server.max_body_bytes, exchange)
-    url = upstream.url("/v1/chatkit/" + tail, query)
     waited = time.perf_counter()
-    async with upstream.request(request.method, url, headers=headers, data=body) as upstream_response:
+    async with upstream.request(request.method, "/v1/chatkit/" + tail, query=query, headers=headers,
+                                data=body) as upstream_response:
         exchange.upstream_wait += time.perf_counter() - waited
         exchange.upstream_status = upstream_response.status
         if upstream_response.status in (401, 403) and client_secret is None:
@@ -296,7 +295,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
         return await stream_back(request, upstream_response, upstream.name)
 
 
-async def stream_back(request: web.Request, upstream_response: aiohttp.ClientResponse,
+async def stream_back(request: web.Request, upstream_response: http1.Response,
                       upstream_name: str) -> web.StreamResponse:
     """Send the upstream's answer to the client: its status and headers, then its body as it arrives."""
     exchange = request[keys.exchange]
@@ -320,10 +319,10 @@ async def stream_back(request: web.Request, upstream_response: aiohttp.ClientRes
     except ConnectionResetError:
         exchange.error = "client_disconnected"  # the caller's leaving its `async with` closes the upstream
         raise
-    except aiohttp.ClientPayloadError:
-        return cut_short(request, response, upstream_name, "upstream_disconnected", "dropped the response mid-body")
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except http1.Timeout:
         return cut_short(request, response, upstream_name, "upstream_timeout", "went silent past the read timeout")
+    except http1.TransportError:
+        return cut_short(request, response, upstream_name, "upstream_disconnected", "dropped the response mid-body")
     await response.write_eof()
     return response
 

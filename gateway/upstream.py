@@ -1,4 +1,4 @@
-"""Upstream: one pooled client session per upstream, its proxy, its trust store and its timeouts.
+"""Upstream: one pool of connections per upstream, its proxy, its trust store and its timeouts.
 
 Failures below HTTP become GatewayErrors here, once, so every caller maps them the same way:
 a forward proxy that refuses is `upstream_proxy_error` (naming the proxy host, never its
@@ -14,7 +14,6 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import proxy_bypass_environment
@@ -22,10 +21,9 @@ from urllib.request import proxy_bypass_environment
 import aiohttp
 import certifi
 from multidict import CIMultiDictProxy
-from multidict import CIMultiDict
 from yarl import URL
 
-from . import errors
+from . import errors, http1
 from .logs import redact
 from .schema import Secret
 from .settings import ProxyEnvironment, ProxySettings, Timeouts
@@ -84,23 +82,6 @@ def trust_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
-def connection_tracer() -> aiohttp.TraceConfig:
-    """At DEBUG, one line per new upstream connection, like the seed's connect_tcp.started."""
-
-    async def on_request_start(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-        ctx.host = params.url.host
-
-    async def on_connection_create_start(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-        proxy = getattr(ctx.trace_request_ctx, "proxy_label", None) if ctx.trace_request_ctx else None
-        log.debug("connect_tcp.started host=%r proxy=%r", getattr(ctx, "host", None), proxy or "direct",
-                  extra={"host": getattr(ctx, "host", None), "proxy": proxy or "direct"})
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_request_start)
-    trace.on_connection_create_start.append(on_connection_create_start)
-    return trace
-
-
 @dataclass(frozen=True)
 class Reply:
     """A whole, non-streamed upstream answer."""
@@ -124,59 +105,8 @@ class Reply:
         return error_message(self.body)
 
 
-def body_error(exc: BaseException) -> errors.GatewayError | None:
-    """The GatewayError our request-body generator raised, if that is what broke the send."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, errors.GatewayError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-class BodyWatchdog:
-    """The read timeout of a streamed body, checked four times a period instead of re-armed per chunk.
-
-    aiohttp's sock_read cancels and re-arms a timer for every chunk it receives: on a stream that is
-    ~8% of the gateway's CPU per event (bench/, BENCHMARKS.md). Once the headers are in, the body's
-    timeout moves here: a body silent for `seconds` (to within a quarter more) fails its next read
-    with ServerTimeoutError, as sock_read did. The timer aiohttp armed for the headers stays, so a
-    body that never starts still fails after exactly `seconds`.
-    """
-
-    def __init__(self, content: aiohttp.StreamReader, seconds: float) -> None:
-        self.content = content
-        self.seconds = seconds
-        self.loop = asyncio.get_running_loop()
-        self.seen = content.total_bytes
-        self.since = self.loop.time()
-        self.handle = self.loop.call_later(seconds / 4, self.check)
-
-    @classmethod
-    def take_over(cls, response: aiohttp.ClientResponse, seconds: float | None) -> BodyWatchdog | None:
-        connection = response.connection
-        if not seconds or connection is None or connection.protocol is None:
-            return None  # no timeout, or the body is already in
-        connection.protocol.read_timeout = None  # no new timer per chunk from now on
-        return cls(response.content, seconds)
-
-    def check(self) -> None:
-        now = self.loop.time()
-        if self.content.total_bytes != self.seen:
-            self.seen, self.since = self.content.total_bytes, now
-        elif self.content.is_eof():
-            return
-        elif now - self.since >= self.seconds:
-            self.content.set_exception(aiohttp.ServerTimeoutError("Timeout on reading data from socket"))
-            return
-        self.handle = self.loop.call_later(self.seconds / 4, self.check)
-
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-
 class Upstream:
-    """A named upstream base URL with its pooled session. Open in cleanup_ctx, then use."""
+    """A named upstream base URL with its pool of connections. Open in cleanup_ctx, then use."""
 
     def __init__(self, name: str, base: str, *, api_key: Secret | None, route: Route,
                  timeouts: Timeouts, ca_bundle: str | None = None, max_connections: int = 0,
@@ -189,80 +119,70 @@ class Upstream:
         self.ca_bundle = ca_bundle
         self.max_connections = max_connections
         self.keepalive_seconds = keepalive_seconds
-        self.stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect,
-                                                    sock_read=timeouts.read)
-        self.call_timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect)
-        self._session: aiohttp.ClientSession | None = None
-        self._trace_ctx = SimpleNamespace(proxy_label=route.proxy_label)
+        parts = urlsplit(base)
+        self.base_path = parts.path.rstrip("/")
+        proxy = route.proxy
+        self.origin = http1.Origin(
+            parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
+            proxy_scheme=proxy.scheme if proxy else None, proxy_host=proxy.host if proxy else None,
+            proxy_port=proxy.port if proxy else None,
+            proxy_headers=tuple((route.proxy_headers or {}).items()))
+        self._client: http1.Client | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "Upstream used before open()"
-        return self._session
+    def client(self) -> http1.Client:
+        assert self._client is not None, "Upstream used before open()"
+        return self._client
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.max_connections, limit_per_host=0, keepalive_timeout=self.keepalive_seconds,
-            ssl=trust_context(self.ca_bundle), enable_cleanup_closed=False,
-        )
-        tracers = [connection_tracer()] if log.isEnabledFor(logging.DEBUG) else []
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, trust_env=False, trace_configs=tracers,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._client = http1.Client(
+            self.origin, ssl_context=trust_context(self.ca_bundle), connect_timeout=self.timeouts.connect,
+            keepalive_seconds=self.keepalive_seconds, max_connections=self.max_connections,
+            proxy_label=self.route.proxy_label)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
-    def url(self, path: str, query: str = "") -> URL:
-        """`path` must already be safe and percent-encoded; it is appended to the base as is."""
-        raw = self.base + path + ("?" + query if query else "")
-        return URL(raw, encoded=True)
+    def url(self, path: str, query: str = "") -> str:
+        """The full URL of `path` (already safe and percent-encoded), for pages and logs."""
+        return self.base + path + ("?" + query if query else "")
 
     @asynccontextmanager
-    async def request(self, method: str, url: URL, *, headers: Any, data: Any = None,
-                      stream: bool = True) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send one request; transport failures before the response become GatewayErrors."""
-        if self.route.proxy_headers and url.scheme == "http":
-            # Plain HTTP through a proxy has no CONNECT: the proxy reads its credentials from the request.
-            headers = CIMultiDict(headers or {})
-            headers.update(self.route.proxy_headers)
+    async def request(self, method: str, path: str, *, query: str = "", headers: Any,
+                      data: bytes | AsyncIterator[bytes] | None = None,
+                      stream: bool = True) -> AsyncIterator[http1.Response]:
+        """Send one request to base + `path`; transport failures before the answer become GatewayErrors.
+
+        A stream (`stream=True`) fails when the upstream is silent for the read timeout; any other call
+        when it has not answered whole within the total timeout.
+        """
+        target = self.base_path + path + ("?" + query if query else "")
+        timeouts = self.timeouts
+        deadline = None if stream or not timeouts.total else asyncio.get_running_loop().time() + timeouts.total
+        client = self.client
         try:
-            response = await self.session.request(
-                method, url, headers=headers, data=data, allow_redirects=False,
-                proxy=self.route.proxy, proxy_headers=self.route.proxy_headers,
-                timeout=self.stream_timeout if stream else self.call_timeout,
-                trace_request_ctx=self._trace_ctx,
-            )
-        except aiohttp.ClientHttpProxyError as exc:
-            raise self._proxy_failure(f"the proxy answered {exc.status}") from None
-        except aiohttp.ClientProxyConnectionError as exc:
-            raise self._proxy_failure(f"cannot connect to the proxy ({exc.os_error.strerror or exc})") from None
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise self._unavailable(f"TLS verification of {url.host} failed: {exc.certificate_error}") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise self._unavailable(f"cannot connect to {url.host}:{url.port} "
-                                    f"({exc.os_error.strerror or exc.os_error})") from None
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            log.warning("upstream %s timed out", self.name, extra={"upstream": self.name})
-            raise errors.UpstreamTimeout() from None
-        except aiohttp.ClientError as exc:
-            raised_by_body = body_error(exc)
-            if raised_by_body is not None:
-                raise raised_by_body from None  # e.g. body_too_large, from the streamed request body
-            raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
-        watchdog = BodyWatchdog.take_over(response, self.timeouts.read) if stream else None
+            response = await client.send(method, target or "/", headers or {}, data,
+                                         idle_timeout=timeouts.read if stream else None, deadline=deadline)
+        except http1.ProxyRefused as exc:
+            raise self._proxy_failure(str(exc)) from None
+        except http1.ConnectFailed as exc:
+            if exc.to_proxy:
+                raise self._proxy_failure(f"cannot connect to the proxy ({exc.error.strerror or exc.error})") from None
+            raise self._unavailable(str(exc)) from None
+        except http1.CertificateFailed as exc:
+            raise self._unavailable(str(exc)) from None
+        except (TimeoutError, http1.Timeout):
+            raise self._timed_out() from None
+        except http1.TransportError as exc:
+            raise self._unavailable(str(exc)) from None
         try:
             if response.status == 407 and self.route.proxy is not None:
                 raise self._proxy_failure("the proxy asked for credentials (407)")
             yield response
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            response.release()
+            client.release(response)
 
     async def post_json(self, path: str, body: Mapping[str, Any] | None, *,
                         headers: Mapping[str, str] | None = None) -> Reply:
@@ -272,15 +192,18 @@ class Upstream:
         sent = {"Authorization": "Bearer " + self.api_key.reveal(), "Accept": "application/json",
                 "Content-Type": "application/json", **(headers or {})}
         data = json.dumps(body).encode() if body is not None else b""
-        async with self.request("POST", self.url(path), headers=sent, data=data, stream=False) as response:
+        async with self.request("POST", path, headers=sent, data=data, stream=False) as response:
             try:
                 raw = await response.read()
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                log.warning("upstream %s timed out", self.name, extra={"upstream": self.name})
-                raise errors.UpstreamTimeout() from None
-            except aiohttp.ClientError as exc:
-                raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
+            except http1.Timeout:
+                raise self._timed_out() from None
+            except http1.TransportError as exc:
+                raise self._unavailable(str(exc)) from None
             return Reply(response.status, response.headers, raw)
+
+    def _timed_out(self) -> errors.GatewayError:
+        log.warning("upstream %s timed out", self.name, extra={"upstream": self.name})
+        return errors.UpstreamTimeout()
 
     def _proxy_failure(self, reason: str) -> errors.GatewayError:
         log.warning("forward proxy %s failed: %s", self.route.proxy_label, reason,

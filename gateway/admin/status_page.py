@@ -40,7 +40,7 @@ async def check_upstream(upstream: Upstream) -> Check:
     detail = None
     try:
         async with asyncio.timeout(CHECK_SECONDS):
-            async with upstream.request("GET", url, headers=headers, stream=False) as response:
+            async with upstream.request("GET", "/v1/models", headers=headers, stream=False) as response:
                 body = await response.read()
         ok = response.status == 200
         outcome = f"{response.status} {response.reason or ''}".strip()
