@@ -22,6 +22,7 @@ from .sessions import SessionBook, sessions_ctx
 from .settings import Settings, load_settings
 from .storage import Store
 from .traffic import Traffic, recorded
+from .heartbeats import Heartbeats
 from .upstream import Upstream, choose_route
 from .webhooks import Deliveries
 
@@ -50,6 +51,12 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
                     "key_fingerprint": key.fingerprint if key else None})
     yield
     await upstream.close()
+
+
+async def heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[keys.heartbeats] = Heartbeats(app[keys.settings].server.heartbeat_seconds)
+    yield
+    await app[keys.heartbeats].close()
 
 
 def allowed_methods(routes: tuple[tuple[str, str, Handler, str], ...]) -> dict[str, tuple[str, ...]]:
@@ -114,6 +121,7 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
     app[keys.store_changes] = StoreChanges(app[keys.store], settings.storage.poll_seconds)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(heartbeats_ctx)
     app.cleanup_ctx.append(registry_ctx)
     app.cleanup_ctx.append(sessions_ctx)
     app.cleanup_ctx.append(servers_ctx)

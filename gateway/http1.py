@@ -106,9 +106,9 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.last_data = connection.loop.time()
-        self.idle: float | None = None
-        self.deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.idle: float | None = None  # the read timeout: seconds without a byte
+        self.deadline: float | None = None  # the total timeout, in loop time
+        self.watchdog: Watchdog | None = None
 
     @property
     def content_type(self) -> str:
@@ -163,28 +163,14 @@ class Response:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    # Timeouts ---------------------------------------------------------------------------------
-
-    def watch(self, idle: float | None, deadline: float | None) -> None:
-        """Fail with Timeout when no byte arrives for `idle` seconds, or at the `deadline` (loop time)."""
-        self.idle, self.deadline = idle, deadline
-        if idle or deadline:
-            self._check()
-
-    def _check(self) -> None:
-        ends = [end for end in (self.last_data + self.idle if self.idle else None, self.deadline) if end is not None]
-        end = min(ends)
-        if self.connection.loop.time() >= end:
-            self._timer = None
-            self.fail(Timeout("the upstream went silent past the read timeout"))
-            self.connection.close()
-        else:
-            self._timer = self.connection.loop.call_at(end, self._check)
+    def overdue(self, now: float) -> bool:
+        return bool((self.idle and now - self.last_data >= self.idle)
+                    or (self.deadline is not None and now >= self.deadline))
 
     def stop_watch(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.watchdog is not None:
+            self.watchdog.watched.discard(self)
+            self.watchdog = None
 
     # Read by the caller -----------------------------------------------------------------------
 
@@ -219,6 +205,42 @@ class Response:
             size += len(chunk)
         body = b"".join(parts)
         return body if limit is None else body[:limit]
+
+
+class Watchdog:
+    """The timeouts of every answer in flight, checked by one timer rather than a timer per answer
+    (arming and cancelling one per request was ~2% of a relayed request's CPU). An answer times out
+    within a quarter of its timeout after it is due."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.watched: set[Response] = set()
+        self.tick = 1.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, response: Response, idle: float | None, deadline: float | None) -> None:
+        if not idle and deadline is None:
+            return
+        response.idle, response.deadline, response.watchdog = idle, deadline, self
+        span = idle if idle else deadline - self.loop.time()  # type: ignore[operator]
+        self.tick = min(self.tick, max(span / 4, 0.005))
+        self.watched.add(response)
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.tick, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        for response in [response for response in self.watched if response.overdue(now)]:
+            response.fail(Timeout("the upstream went silent past the read timeout"
+                                  if response.deadline is None or now < response.deadline
+                                  else "the upstream did not answer within the total timeout"))
+            response.connection.close()
+        self._handle = self.loop.call_later(self.tick, self._check) if self.watched else None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class Connection(asyncio.Protocol):
@@ -419,8 +441,10 @@ class Client:
         self._open = 0
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
+        self.watchdog = Watchdog(self.loop)
 
     async def close(self) -> None:
+        self.watchdog.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         while self._idle:
@@ -561,7 +585,7 @@ class Client:
                 connection.transport.writelines((head, body))
             else:
                 connection.transport.write(head)
-            response.watch(idle_timeout, deadline)
+            self.watchdog.watch(response, idle_timeout, deadline)
             if body is not None and not isinstance(body, bytes):
                 response.sender = asyncio.create_task(self._send_body(connection, response, body, chunked=chunked))
             await response.head

@@ -8,6 +8,8 @@ from aiohttp import web
 settings = web.AppKey("settings", "Settings")
 # The pooled client for the model API (OpenAI or MODEL_API_BASE).
 upstream = web.AppKey("upstream", "Upstream")
+# Keeps silent event streams alive with SSE comments, one timer for all streams.
+heartbeats = web.AppKey("heartbeats", "Heartbeats")
 # The plugin chain, outermost first, built once by create_app.
 plugins = web.AppKey("plugins", "tuple[Plugin, ...]")
 # The SQLite store (keys, workflows, sessions, audit, routes).

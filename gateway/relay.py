@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from . import errors, http1, keys, scoping, sessions
 from .exchange import Exchange
+from .heartbeats import Beat
 from .upstream import CHATKIT_BETA, Upstream, error_message
 
 log = logging.getLogger("chatkit_gateway.relay")
@@ -189,45 +190,24 @@ async def upstream_error_message(response: http1.Response, limit: int = 8192) ->
     return error_message(await response.read(limit))
 
 
-async def heartbeat(response: web.StreamResponse, exchange: Exchange, interval: float,
-                    last_write: list[float]) -> None:
-    """Write an SSE comment whenever the stream has been silent for `interval` seconds."""
-    while True:
-        delay = last_write[0] + interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-            continue
-        if exchange.at_event_boundary:
-            await response.write(b": keep-alive\n\n")
-        last_write[0] = time.perf_counter()
-
-
-async def pump(upstream_response: http1.Response, response: web.StreamResponse,
-               exchange: Exchange, observers: Iterable[Callable[[bytes], None]],
-               heartbeat_seconds: float) -> None:
+async def pump(upstream_response: http1.Response, response: web.StreamResponse, exchange: Exchange,
+               observers: Iterable[Callable[[bytes], None]], beat: Beat | None) -> None:
     """Copy the upstream body to the client chunk by chunk, as it arrives."""
     readany = upstream_response.readany
     write = response.write
-    last_write = [time.perf_counter()]
-    beat = None
-    if exchange.event_stream and heartbeat_seconds > 0:
-        beat = asyncio.create_task(heartbeat(response, exchange, heartbeat_seconds, last_write))
-    try:
-        while True:
-            waited = time.perf_counter()
-            chunk = await readany()
-            now = time.perf_counter()
-            exchange.upstream_wait += now - waited
-            if not chunk:
-                return
-            exchange.count_chunk(chunk)
-            for observe in observers:
-                observe(chunk)
-            last_write[0] = now
-            await write(chunk)
-    finally:
+    while True:
+        waited = time.perf_counter()
+        chunk = await readany()
+        now = time.perf_counter()
+        exchange.upstream_wait += now - waited
+        if not chunk:
+            return
+        exchange.count_chunk(chunk)
+        for observe in observers:
+            observe(chunk)
         if beat is not None:
-            beat.cancel()
+            beat.last_write = now
+        await write(chunk)
 
 
 async def relay_minted_session(request: web.Request, upstream_response: http1.Response) -> web.Response:
@@ -307,8 +287,9 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
     elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
         response.content_length = upstream_response.content_length
     await response.prepare(request)
-    copying = pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()),
-                   request.app[keys.settings].server.heartbeat_seconds)
+    heartbeats = request.app[keys.heartbeats]
+    beat = heartbeats.start(response, exchange) if exchange.event_stream else None
+    copying = pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()), beat)
     try:
         if exchange.event_stream:
             # In a task of its own, each event resumes only the pump's short stack, not the handler's
@@ -323,6 +304,8 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
         return cut_short(request, response, upstream_name, "upstream_timeout", "went silent past the read timeout")
     except http1.TransportError:
         return cut_short(request, response, upstream_name, "upstream_disconnected", "dropped the response mid-body")
+    finally:
+        heartbeats.stop(beat)
     await response.write_eof()
     return response
 
