@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,7 @@ class Response:
         self.idle: float | None = None  # the read timeout: seconds without a byte
         self.deadline: float | None = None  # the total timeout, in loop time
         self.watchdog: Watchdog | None = None
+        self._sink: Callable[[bytes], None] | None = None
 
     @property
     def content_type(self) -> str:
@@ -135,11 +136,13 @@ class Response:
             self.finish()
 
     def feed(self, chunk: bytes) -> None:
+        if self._sink is not None:
+            self._sink(chunk)
+            return
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered > READ_HIGH_WATER and not self._paused:
-            self._paused = True
-            self.connection.pause_reading()
+        if self._buffered > READ_HIGH_WATER:
+            self.pause()
         self._wake()
 
     def finish(self) -> None:
@@ -188,10 +191,43 @@ class Response:
                 self._waiter = None
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
-        if self._paused and self._buffered < READ_LOW_WATER:
+        if self._buffered < READ_LOW_WATER:
+            self.resume()
+        return chunk
+
+    def divert(self, sink: Callable[[bytes], None]) -> None:
+        """From now on hand each body chunk to `sink` as it arrives: no buffer, no task switch per chunk.
+        The sink must not raise; to stop, it calls `fail`. Wait for the end with `until_end`."""
+        while self._chunks:
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk)
+            sink(chunk)
+        self._sink = sink
+        self.resume()
+
+    async def until_end(self) -> None:
+        """Wait until a diverted body has all arrived; raises what ended it early."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return
+            self._waiter = self.connection.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def pause(self) -> None:
+        """Stop reading the upstream (its own flow control then slows it down) until `resume`."""
+        if not self._paused:
+            self._paused = True
+            self.connection.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused:
             self._paused = False
             self.connection.resume_reading()
-        return chunk
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, or its first `limit` bytes."""

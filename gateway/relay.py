@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from . import errors, http1, keys, scoping, sessions
@@ -41,6 +41,10 @@ REQUEST_DROP = HOP_BY_HOP | frozenset({
 })
 # On every event stream the gateway sends: no proxy may buffer it, no cache may keep it.
 STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+# Bytes queued for a slow client at which an event stream's upstream stops being read, and resumes.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+DRAIN_CHECK_SECONDS = 0.01
 # Never sent back: the upstream's cookies and framing; aiohttp writes its own Server and Date.
 RESPONSE_DROP = HOP_BY_HOP | frozenset({"set-cookie", "server", "date", "x-request-id", "content-length"})
 
@@ -281,22 +285,29 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
     exchange = request[keys.exchange]
     response = web.StreamResponse(status=upstream_response.status, reason=upstream_response.reason,
                                   headers=response_headers(upstream_response))
+    forward = False
     if is_event_stream(upstream_response.content_type):
         exchange.event_stream = True
         response.headers.update(STREAM_HEADERS)
+        forward = request.version >= HttpVersion11 and request.transport is not None
+        if forward:
+            response.enable_chunked_encoding()  # the forwarder frames each chunk itself
     elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
         response.content_length = upstream_response.content_length
     await response.prepare(request)
     heartbeats = request.app[keys.heartbeats]
     beat = heartbeats.start(response, exchange) if exchange.event_stream else None
-    copying = pump(upstream_response, response, exchange, request.get(keys.chunk_observers, ()), beat)
+    observers = request.get(keys.chunk_observers, ())
     try:
-        if exchange.event_stream:
-            # In a task of its own, each event resumes only the pump's short stack, not the handler's
-            # whole chain of middlewares and plugins; cancelling the handler cancels the pump.
-            await asyncio.create_task(copying)
+        if forward:
+            waited = time.perf_counter()
+            try:
+                upstream_response.divert(EventForwarder(request, upstream_response, exchange, observers, beat))
+                await upstream_response.until_end()
+            finally:
+                exchange.upstream_wait += time.perf_counter() - waited
         else:
-            await copying
+            await pump(upstream_response, response, exchange, observers, beat)
     except ConnectionResetError:
         exchange.error = "client_disconnected"  # the caller's leaving its `async with` closes the upstream
         raise
@@ -308,6 +319,53 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
         heartbeats.stop(beat)
     await response.write_eof()
     return response
+
+
+class ClientGone(ConnectionResetError):
+    """The client closed its connection while an event stream was being forwarded to it."""
+
+
+class EventForwarder:
+    """The sink of an event stream: each upstream chunk is counted, observed and written to the
+    client's socket (framed as an HTTP chunk) from the upstream connection's callback, with no task
+    switch and no await per event. A client that reads slowly pauses the upstream until it catches up."""
+
+    __slots__ = ("transport", "upstream", "exchange", "observers", "beat", "waiting")
+
+    def __init__(self, request: web.Request, upstream_response: http1.Response, exchange: Exchange,
+                 observers: Iterable[Callable[[bytes], None]], beat: Beat | None) -> None:
+        assert request.transport is not None
+        self.transport = request.transport
+        self.upstream = upstream_response
+        self.exchange = exchange
+        self.observers = observers
+        self.beat = beat
+        self.waiting = False
+
+    def __call__(self, chunk: bytes) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            self.upstream.fail(ClientGone())
+            return
+        self.exchange.count_chunk(chunk)
+        for observe in self.observers:
+            observe(chunk)
+        if self.beat is not None:
+            self.beat.last_write = time.perf_counter()
+        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        if not self.waiting and transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            self.waiting = True
+            self.upstream.pause()
+            asyncio.get_running_loop().call_later(DRAIN_CHECK_SECONDS, self._check_drained)
+
+    def _check_drained(self) -> None:
+        if self.transport.is_closing():
+            self.upstream.fail(ClientGone())
+        elif self.transport.get_write_buffer_size() <= WRITE_LOW_WATER:
+            self.waiting = False
+            self.upstream.resume()
+        else:
+            asyncio.get_running_loop().call_later(DRAIN_CHECK_SECONDS, self._check_drained)
 
 
 def cut_short(request: web.Request, response: web.StreamResponse, upstream_name: str, error: str,
