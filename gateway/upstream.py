@@ -12,7 +12,6 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,6 +104,26 @@ class Reply:
         return error_message(self.body)
 
 
+class Call:
+    """One request in flight, as an async context manager: the answer inside, its connection released after."""
+
+    __slots__ = ("upstream", "method", "target", "headers", "data", "stream", "response")
+
+    def __init__(self, upstream: Upstream, method: str, target: str, headers: Any,
+                 data: bytes | AsyncIterator[bytes] | None, stream: bool) -> None:
+        self.upstream, self.method, self.target, self.headers = upstream, method, target, headers
+        self.data, self.stream = data, stream
+        self.response: http1.Response | None = None
+
+    async def __aenter__(self) -> http1.Response:
+        self.response = await self.upstream.send(self.method, self.target, self.headers, self.data, self.stream)
+        return self.response
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.response is not None:
+            self.upstream.client.release(self.response)
+
+
 class Upstream:
     """A named upstream base URL with its pool of connections. Open in cleanup_ctx, then use."""
 
@@ -149,22 +168,23 @@ class Upstream:
         """The full URL of `path` (already safe and percent-encoded), for pages and logs."""
         return self.base + path + ("?" + query if query else "")
 
-    @asynccontextmanager
-    async def request(self, method: str, path: str, *, query: str = "", headers: Any,
-                      data: bytes | AsyncIterator[bytes] | None = None,
-                      stream: bool = True) -> AsyncIterator[http1.Response]:
-        """Send one request to base + `path`; transport failures before the answer become GatewayErrors.
+    def request(self, method: str, path: str, *, query: str = "", headers: Any,
+                data: bytes | AsyncIterator[bytes] | None = None, stream: bool = True) -> Call:
+        """`async with upstream.request(...) as response:` one request to base + `path`; transport
+        failures before the answer become GatewayErrors, and the connection is released at the end.
 
         A stream (`stream=True`) fails when the upstream is silent for the read timeout; any other call
         when it has not answered whole within the total timeout.
         """
-        target = self.base_path + path + ("?" + query if query else "")
+        return Call(self, method, self.base_path + path + ("?" + query if query else ""), headers, data, stream)
+
+    async def send(self, method: str, target: str, headers: Any, data: bytes | AsyncIterator[bytes] | None,
+                   stream: bool) -> http1.Response:
         timeouts = self.timeouts
         deadline = None if stream or not timeouts.total else asyncio.get_running_loop().time() + timeouts.total
-        client = self.client
         try:
-            response = await client.send(method, target or "/", headers or {}, data,
-                                         idle_timeout=timeouts.read if stream else None, deadline=deadline)
+            response = await self.client.send(method, target or "/", headers or {}, data,
+                                              idle_timeout=timeouts.read if stream else None, deadline=deadline)
         except http1.ProxyRefused as exc:
             raise self._proxy_failure(str(exc)) from None
         except http1.ConnectFailed as exc:
@@ -177,12 +197,10 @@ class Upstream:
             raise self._timed_out() from None
         except http1.TransportError as exc:
             raise self._unavailable(str(exc)) from None
-        try:
-            if response.status == 407 and self.route.proxy is not None:
-                raise self._proxy_failure("the proxy asked for credentials (407)")
-            yield response
-        finally:
-            client.release(response)
+        if response.status == 407 and self.route.proxy is not None:
+            self.client.release(response)
+            raise self._proxy_failure("the proxy asked for credentials (407)")
+        return response
 
     async def post_json(self, path: str, body: Mapping[str, Any] | None, *,
                         headers: Mapping[str, str] | None = None) -> Reply:
