@@ -2,7 +2,8 @@
 
 `POST /api/chatkit/session` mints one for the caller, with an upstream `user` derived from the
 principal (a `user` in the request is ignored); `POST /api/chatkit/session/{id}/cancel` cancels
-one. Issued sessions live in memory by secret hash; the store is written behind the response.
+one. Issued sessions live in memory by secret hash; the store is written in batches, one transaction
+each, a new session's row before its secret is returned.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -29,7 +29,7 @@ from .bodies import json_object
 from .principal import require_principal
 from .registry import UPSTREAM_SESSION_DEFAULTS, UPSTREAM_TTL_SECONDS, SessionOptions, WorkflowEntry, layered, pruned
 from .schema import dump
-from .storage import SessionRecord, Store
+from .storage import SessionRecord, Store, Write, audit_entry, session_insert, session_status, sessions_purge
 from .upstream import CHATKIT_BETA, Reply, Upstream
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ log = logging.getLogger("chatkit_gateway.sessions")
 USER_KEY = "user_hash_secret"  # the kv row holding the generated key of upstream user ids
 SLUG_FIELD = "hosted_workflow_slug"
 FLUSH_SECONDS = 5.0  # how long shutdown waits for session records still to be written
+MAX_BATCH = 500  # writes in one transaction: a backlog is written in a few, none holding the write lock long
 SERVER_API_URL = "/api/chatkit/w/{slug}"  # where the ChatKit web component talks to a server entry
 
 
@@ -48,16 +49,17 @@ def secret_hash(client_secret: str) -> str:
 
 
 class SessionBook:
-    """The sessions this gateway issued, by secret hash, in memory. A new session is stored before
-    its secret is returned, so every worker can check it at once; other writes (cancel, audit, purge)
-    go behind, in order, through a background task."""
+    """The sessions this gateway issued, by secret hash, in memory. Every write to the store joins one
+    queue; a background task writes all that is queued in one transaction, then the next lot (group
+    commit, no waiting when idle). A new session is stored before its secret is returned, so every
+    worker can check it at once; other writes (cancel, audit, purge) go behind, in the same order."""
 
     def __init__(self, store: Store, settings: SessionsSettings) -> None:
         self.store = store
         self.settings = settings
         self._by_hash: dict[str, SessionRecord] = {}
         self._hash_of: dict[str, str] = {}  # session id -> secret hash
-        self._writes: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
+        self._writes: asyncio.Queue[tuple[Write, asyncio.Future[None] | None]] = asyncio.Queue()  # write, waiter
         self._user_key: bytes | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -80,6 +82,10 @@ class SessionBook:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        while not self._writes.empty():  # dropped: nobody may wait for them forever
+            _, waiter = self._writes.get_nowait()
+            if waiter is not None:
+                waiter.cancel()
 
     def user_of(self, principal_id: str) -> str:
         """The upstream `user` for a principal: stable, opaque, the same on every worker; never an e-mail."""
@@ -120,7 +126,9 @@ class SessionBook:
     async def issue(self, record: SessionRecord) -> None:
         """Keep the record, and store it before the secret leaves: then every worker knows it at once."""
         self._keep(record)
-        await self.store.add_session(record)
+        stored = asyncio.get_running_loop().create_future()
+        self._writes.put_nowait((session_insert(record), stored))
+        await stored
 
     def cancel(self, session_id: str) -> SessionRecord | None:
         """Refuse the session's secret from now on; the store learns it shortly after."""
@@ -129,11 +137,11 @@ class SessionBook:
             return record
         cancelled = dataclasses.replace(record, status="cancelled")
         self._keep(cancelled)
-        self._later(functools.partial(self.store.set_session_status, session_id, "cancelled"))
+        self._later(session_status(session_id, "cancelled"))
         return cancelled
 
     def audit(self, actor: str, action: str, obj: str, before: Any, after: Any) -> None:
-        self._later(functools.partial(self.store.audit, actor, action, obj, before, after))
+        self._later(audit_entry(actor, action, obj, before, after))
 
     def purge(self, now: float) -> int:
         """Forget expired sessions, here at once and in the store behind."""
@@ -141,7 +149,7 @@ class SessionBook:
         for record in expired:
             del self._by_hash[record.secret_hash]
             self._hash_of.pop(record.id, None)
-        self._later(functools.partial(self.store.purge_sessions, now))
+        self._later(sessions_purge(now))
         return len(expired)
 
     async def flush(self) -> None:
@@ -152,18 +160,44 @@ class SessionBook:
         self._by_hash[record.secret_hash] = record
         self._hash_of[record.id] = record.secret_hash
 
-    def _later(self, write: Callable[[], Awaitable[Any]]) -> None:
-        self._writes.put_nowait(write)
+    def _later(self, write: Write) -> None:
+        self._writes.put_nowait((write, None))
 
     async def _write_behind(self) -> None:
         while True:
-            write = await self._writes.get()
+            batch = [await self._writes.get()]
+            while len(batch) < MAX_BATCH and not self._writes.empty():
+                batch.append(self._writes.get_nowait())
             try:
-                await write()
-            except Exception:
-                log.exception("a session record could not be written; it stays valid in memory")
+                await self._write_batch(batch)
             finally:
-                self._writes.task_done()
+                for _ in batch:
+                    self._writes.task_done()
+
+    async def _write_batch(self, batch: list[tuple[Write, asyncio.Future[None] | None]]) -> None:
+        """One transaction; each waiter learns its own write's outcome, and every failure is logged."""
+        try:
+            outcomes = await self.store.write_batch([write for write, _ in batch])
+        except asyncio.CancelledError:
+            for _, waiter in batch:
+                if waiter is not None:
+                    waiter.cancel()
+            raise
+        except Exception as exc:
+            log.error("%d session writes failed together; their records stay valid in memory", len(batch),
+                      exc_info=exc)
+            outcomes = [exc] * len(batch)
+        else:
+            for (write, _), outcome in zip(batch, outcomes):
+                if outcome is not None:  # the statement has placeholders only: no hash, no value in the log
+                    log.error("a session write failed (%s): %s; its record stays valid in memory", write.sql, outcome)
+        for (_, waiter), outcome in zip(batch, outcomes):
+            if waiter is None or waiter.done():  # done: its caller went away
+                continue
+            if outcome is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(outcome)
 
     async def _purge_regularly(self) -> None:
         while True:

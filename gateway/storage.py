@@ -1,7 +1,8 @@
 """Store: every SQL statement the gateway runs, behind one small interface (SQLite via aiosqlite).
 
 WAL mode, a busy timeout, and forward-only migrations numbered by `PRAGMA user_version`.
-Nothing on the request hot path waits on this: callers keep what they need in memory.
+Callers keep what they need in memory; the writes of the request hot path (issued sessions) go in
+batches through `write_batch`, one transaction and one thread hop each.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
@@ -82,6 +83,13 @@ MIGRATIONS: tuple[str, ...] = (
 
 class Conflict(Exception):
     """A unique value (slug, key name, number) already exists."""
+
+
+class Write(NamedTuple):
+    """One statement for `Store.write_batch`, built by the functions at the end of this module."""
+
+    sql: str
+    params: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,17 @@ class Store:
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
 
+    async def write_batch(self, writes: Sequence[Write]) -> list[Exception | None]:
+        """Run `writes` in order in one transaction; each one's outcome, None when it landed.
+
+        A write that cannot land (a constraint) is retried alone with each of the others, so it fails
+        only itself; a failure of the database itself (locked, full, I/O) raises, for the whole batch.
+        """
+        # aiosqlite's `_execute` runs a function on the connection's own thread: one hop for the whole
+        # batch, and no other statement of this connection can land inside its transaction.
+        outcomes: list[Exception | None] = await self.db._execute(_apply_batch, self.db._conn, writes)
+        return [Conflict(str(o)) if isinstance(o, sqlite3.IntegrityError) else o for o in outcomes]
+
     # API keys -----------------------------------------------------------------------------
 
     async def add_key(self, name: str, prefix: str, key_hash: str, is_admin: bool) -> None:
@@ -254,14 +273,10 @@ class Store:
     # Issued ChatKit sessions ---------------------------------------------------------------
 
     async def add_session(self, record: SessionRecord) -> None:
-        await self._write(
-            "INSERT OR REPLACE INTO sessions (id, principal, slug, secret_hash, created_at, expires_at, status) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (record.id, record.principal, record.slug or "", record.secret_hash, record.created_at,
-             record.expires_at, record.status))
+        await self._write(*session_insert(record))
 
     async def set_session_status(self, session_id: str, status: str) -> bool:
-        return await self._write("UPDATE sessions SET status = ? WHERE id = ?", (status, session_id)) > 0
+        return await self._write(*session_status(session_id, status)) > 0
 
     async def live_sessions(self, now: float) -> list[SessionRecord]:
         """Sessions that have not expired yet, cancelled ones included."""
@@ -277,7 +292,7 @@ class Store:
         return None if row is None else session_record(row)
 
     async def purge_sessions(self, now: float) -> int:
-        return await self._write("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        return await self._write(*sessions_purge(now))
 
     # Telephony routes and webhook deliveries -------------------------------------------------
 
@@ -326,8 +341,7 @@ class Store:
     # Audit ---------------------------------------------------------------------------------
 
     async def audit(self, actor: str, action: str, obj: str, before: Any = None, after: Any = None) -> None:
-        await self._write("INSERT INTO audit (at, actor, action, object, before, after) VALUES (?, ?, ?, ?, ?, ?)",
-                          (time.time(), actor, action, obj, _json(before), _json(after)))
+        await self._write(*audit_entry(actor, action, obj, before, after))
 
     async def list_audit(self, *, actor: str | None = None, obj: str | None = None, limit: int = 200) -> list[AuditRecord]:
         clauses, params = [], []
@@ -341,6 +355,60 @@ class Store:
         rows = await self._all(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [AuditRecord(r["id"], r["at"], r["actor"], r["action"], r["object"],
                             _unjson(r["before"]), _unjson(r["after"])) for r in rows]
+
+
+# Writes that can go in a batch ---------------------------------------------------------------
+
+def session_insert(record: SessionRecord) -> Write:
+    return Write("INSERT OR REPLACE INTO sessions (id, principal, slug, secret_hash, created_at, expires_at, status) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (record.id, record.principal, record.slug or "", record.secret_hash, record.created_at,
+                  record.expires_at, record.status))
+
+
+def session_status(session_id: str, status: str) -> Write:
+    return Write("UPDATE sessions SET status = ? WHERE id = ?", (status, session_id))
+
+
+def sessions_purge(now: float) -> Write:
+    return Write("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+
+
+def audit_entry(actor: str, action: str, obj: str, before: Any = None, after: Any = None) -> Write:
+    return Write("INSERT INTO audit (at, actor, action, object, before, after) VALUES (?, ?, ?, ?, ?, ?)",
+                 (time.time(), actor, action, obj, _json(before), _json(after)))
+
+
+def _apply_batch(db: sqlite3.Connection, writes: Sequence[Write]) -> list[Exception | None]:
+    """On the connection's thread: `writes` in one transaction, else each alone (see `write_batch`)."""
+    try:
+        _apply(db, writes)
+        return [None] * len(writes)
+    except sqlite3.OperationalError:
+        raise  # locked, full, I/O: every write would fail the same way, and retrying each would take long
+    except Exception as exc:
+        if len(writes) == 1:
+            return [exc]
+    outcomes: list[Exception | None] = []
+    for write in writes:
+        try:
+            _apply(db, (write,))
+            outcomes.append(None)
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for write in writes:
+            db.execute(write.sql, write.params)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def session_record(row: sqlite3.Row) -> SessionRecord:

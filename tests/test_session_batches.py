@@ -1,0 +1,155 @@
+"""Session writes are group-committed: one transaction per batch, `issue()` back only once its row is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from gateway.sessions import SessionBook, secret_hash
+from gateway.settings import SessionsSettings
+from gateway.storage import Conflict, SessionRecord, Store, session_insert
+
+T = TypeVar("T")
+
+
+@dataclass
+class Opened:
+    path: Path
+    store: Store
+    book: SessionBook
+    other: Store  # a second connection on the same file, as another worker has
+
+
+@pytest.fixture
+async def opened(tmp_path: Path) -> AsyncIterator[Opened]:
+    path = tmp_path / "gateway.db"
+    store, other = Store(str(path)), Store(str(path))
+    await store.open()
+    await other.open()
+    book = SessionBook(store, SessionsSettings())
+    await book.open()
+    yield Opened(path, store, book, other)
+    await book.close()  # again after a test's own close: a no-op
+    await other.close()
+    await store.close()
+
+
+def record(n: int, principal: str | None = "key:alice") -> SessionRecord:
+    now = time.time()
+    return SessionRecord(f"cksess_{n}", principal, "support", secret_hash(f"ek_secret_{n}"), now,  # type: ignore[arg-type]
+                         now + 600)
+
+
+@contextlib.contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection: read without yielding to the event loop, so nothing is written meanwhile."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+async def within(awaitable: Awaitable[T]) -> T:
+    """A writer that died would leave its waiters hanging: fail instead."""
+    return await asyncio.wait_for(awaitable, 10)
+
+
+async def traced(store: Store) -> list[str]:
+    statements: list[str] = []
+    await store.db.set_trace_callback(statements.append)
+    return statements
+
+
+async def test_concurrent_issues_share_few_transactions_and_every_row_lands(opened):
+    statements = await traced(opened.store)
+    records = [record(n) for n in range(200)]
+    await asyncio.gather(*(opened.book.issue(r) for r in records))
+    inserts = [s for s in statements if s.startswith("INSERT OR REPLACE INTO sessions")]
+    transactions = [s for s in statements if s == "BEGIN IMMEDIATE"]
+    assert len(inserts) == 200
+    assert 1 <= len(transactions) <= 200 / 20, len(transactions)
+    in_transaction, autocommitted = False, 0
+    for statement in statements:
+        in_transaction = statement == "BEGIN IMMEDIATE" or (in_transaction and statement != "COMMIT")
+        autocommitted += statement.startswith("INSERT") and not in_transaction
+    assert autocommitted == 0
+    stored = await opened.other.live_sessions(0)
+    assert sorted(r.id for r in stored) == sorted(r.id for r in records)
+
+
+async def test_issue_returns_only_once_its_row_is_committed_for_another_connection(opened):
+    async def issue_then_look(r: SessionRecord) -> bool:
+        await opened.book.issue(r)
+        with raw(opened.path) as db:  # synchronous: the writer cannot commit between return and look
+            return db.execute("SELECT 1 FROM sessions WHERE secret_hash = ?", (r.secret_hash,)).fetchone() is not None
+
+    assert await asyncio.gather(*(issue_then_look(record(n)) for n in range(50))) == [True] * 50
+    stored = await opened.other.session_by_hash(record(7).secret_hash)
+    assert stored is not None and (stored.id, stored.principal, stored.status) == ("cksess_7", "key:alice", "active")
+
+
+async def test_an_insert_then_a_cancel_of_one_session_land_in_that_order(opened):
+    r = record(1)
+    issuing = asyncio.create_task(opened.book.issue(r))
+    await asyncio.sleep(0)  # the insert is queued, not yet written
+    assert opened.book.cancel(r.id) is not None
+    await issuing
+    await opened.book.flush()
+    [stored] = await opened.other.live_sessions(0)
+    assert stored.status == "cancelled"
+
+
+async def test_a_bad_write_fails_only_its_own_waiter(opened, caplog):
+    good, bad = [record(n) for n in range(10)], record(99, principal=None)  # NOT NULL principal
+    outcomes = await asyncio.gather(*(opened.book.issue(r) for r in [*good[:5], bad, *good[5:]]),
+                                    return_exceptions=True)
+    assert [type(o) for o in outcomes] == [type(None)] * 5 + [Conflict] + [type(None)] * 5
+    assert sorted(r.id for r in await opened.other.live_sessions(0)) == sorted(r.id for r in good)
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert "NOT NULL constraint failed" in logged and bad.secret_hash not in logged
+
+
+async def test_a_failing_batch_fails_its_waiters_and_the_next_batch_still_works(opened, caplog):
+    await opened.store.db.execute("PRAGMA busy_timeout = 50")
+    with raw(opened.path) as locker:
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the busy timeout
+        outcomes = await within(asyncio.gather(*(opened.book.issue(record(n)) for n in range(5)),
+                                               return_exceptions=True))
+        opened.book.cancel(record(0).id)
+        await within(opened.book.flush())
+        locker.execute("ROLLBACK")
+    assert all(isinstance(o, sqlite3.OperationalError) and "locked" in str(o) for o in outcomes), outcomes
+    assert "session writes failed together" in caplog.text
+    assert not any(record(n).secret_hash in caplog.text for n in range(5))
+    await within(asyncio.gather(*(opened.book.issue(record(n)) for n in range(5, 10))))
+    assert sorted(r.id for r in await opened.other.live_sessions(0)) == [f"cksess_{n}" for n in range(5, 10)]
+    assert opened.book.active("ek_secret_0") is None  # cancelled in memory though its row never landed
+    assert opened.book.active("ek_secret_1") is not None  # the failed rows stay valid here
+
+
+async def test_close_writes_everything_still_queued(opened):
+    records = [record(n) for n in range(20)]
+    await asyncio.gather(*(opened.book.issue(r) for r in records))
+    for r in records:
+        opened.book.cancel(r.id)
+        opened.book.audit("key:admin", "session.cancel", f"session:{r.id}", None, {"status": "cancelled"})
+    await opened.book.close()
+    assert {r.status for r in await opened.other.live_sessions(0)} == {"cancelled"}
+    assert len(await opened.other.list_audit(actor="key:admin")) == 20
+
+
+async def test_write_batch_lands_every_good_write_around_a_bad_one(opened):
+    writes = [session_insert(record(1)), session_insert(record(2, principal=None)), session_insert(record(3))]
+    outcomes = await opened.store.write_batch(writes)
+    assert outcomes[0] is None and isinstance(outcomes[1], Conflict) and outcomes[2] is None
+    assert sorted(r.id for r in await opened.other.live_sessions(0)) == ["cksess_1", "cksess_3"]
