@@ -73,8 +73,15 @@ class Origin:
 
     @property
     def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def authority(self) -> str:
+        """host:port, as a CONNECT names it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     @property
     def absolute_form(self) -> bool:
@@ -532,7 +539,7 @@ class Client:
             raise ConnectFailed(host or "", port or 0, exc, to_proxy=via_proxy) from None
         if via_proxy and origin.scheme == "https":
             try:
-                await connection.open_tunnel(f"{origin.host}:{origin.port}", origin.proxy_headers)
+                await connection.open_tunnel(origin.authority, origin.proxy_headers)
                 assert connection.transport is not None
                 connection.transport = await self.loop.start_tls(  # type: ignore[assignment]
                     connection.transport, connection, self.ssl_context, server_hostname=origin.host)
