@@ -19,7 +19,7 @@ from pathlib import Path
 from . import gateway as gw
 from . import nginx, streams, wrk
 from .peers import SESSIONS_BODY
-from .procs import LOAD_CPU, PROXY_CPU, Process, cpu_seconds, free_port, pin_self, raise_open_files, wait_for_port
+from .procs import LOAD_CPU, Process, cpu_seconds, free_port, pin_self, raise_open_files, wait_for_port
 from .stats import median
 
 

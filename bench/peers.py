@@ -116,6 +116,15 @@ class Bench:
         port = self.json_port if phase == "requests" else self.sse_port
         return Peer("direct", port, "/v1/chatkit/sessions", "/v1/chatkit/stream")
 
+    def naive_peer(self) -> Peer:
+        """The naive aiohttp proxy (bench/naive_proxy.py) in front of the JSON upstream, for scale."""
+        port = free_port()
+        process = self._start(Process("naive-proxy", [sys.executable, "-m", "bench.naive_proxy", "--port", str(port),
+                                                      "--upstream", f"http://127.0.0.1:{self.json_port}"],
+                                      cpu=PROXY_CPU, log=self.workdir / "naive-proxy.log",
+                                      cwd=str(Path(__file__).resolve().parent.parent)), port)
+        return Peer("naive aiohttp proxy", port, "/api/chatkit/sessions", "", process)
+
     def nginx_peer(self) -> Peer:
         return Peer("nginx", self.nginx_port, "/api/chatkit/sessions", "/api/chatkit/stream", self.nginx)
 
