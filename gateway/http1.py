@@ -364,7 +364,7 @@ class Connection(asyncio.Protocol):
 
     def on_status(self, reason: bytes) -> None:
         assert self.response is not None
-        self.response.reason = reason.decode("latin-1")
+        self.response.reason += reason.decode("latin-1")  # llhttp hands the reason over in pieces as it arrives
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
@@ -376,6 +376,7 @@ class Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             response.raw_headers.clear()  # an interim answer (100 Continue): the real one follows
+            response.reason = ""
             return
         response.headers_done(status, self.parser.should_keep_alive())
 
