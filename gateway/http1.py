@@ -554,6 +554,8 @@ class Client:
 
     def _release(self, connection: Connection) -> None:
         if connection.reusable():
+            if connection.response is not None and connection.response._paused:
+                connection.resume_reading()  # an answer left unread had stopped the reading
             connection.response = None
             connection.idle_since = self.loop.time()
             self._idle.append(connection)
