@@ -507,7 +507,12 @@ class Client:
         while self.max_connections and self._open >= self.max_connections:
             waiter = self.loop.create_future()
             self._slot_waiters.append(waiter)
-            await waiter
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._next_waiter()  # woken, then cancelled before it ran: the turn goes on
+                raise
             if self._idle:
                 return await self._acquire()
         self._open += 1
