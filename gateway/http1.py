@@ -174,7 +174,7 @@ class Response:
             waiter.set_result(None)
 
     def overdue(self, now: float) -> bool:
-        return bool((self.idle and now - self.last_data >= self.idle)
+        return bool((self.idle and not self._paused and now - self.last_data >= self.idle)  # paused: we are slow
                     or (self.deadline is not None and now >= self.deadline))
 
     def stop_watch(self) -> None:
@@ -234,6 +234,7 @@ class Response:
     def resume(self) -> None:
         if self._paused:
             self._paused = False
+            self.last_data = self.connection.loop.time()  # the silence while paused was ours, not the upstream's
             self.connection.resume_reading()
 
     async def read(self, limit: int | None = None) -> bytes:
