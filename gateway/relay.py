@@ -294,6 +294,9 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
             response.enable_chunked_encoding()  # the forwarder frames each chunk itself
     elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
         response.content_length = upstream_response.content_length
+    if request.version < HttpVersion11 and response.content_length is None:
+        # The body ends with the connection; aiohttp would keep an HTTP/1.0 keep-alive one open after it.
+        response.force_close()
     await response.prepare(request)
     heartbeats = request.app[keys.heartbeats]
     beat = heartbeats.start(response, exchange) if exchange.event_stream else None
