@@ -108,6 +108,7 @@ class Response:
         self.error: BaseException | None = None
         self.received = False  # any byte of the answer
         self.sender: asyncio.Task[None] | None = None  # the task streaming the request body
+        self.released = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -267,8 +268,12 @@ class Watchdog:
             return
         response.idle, response.deadline, response.watchdog = idle, deadline, self
         span = idle if idle else deadline - self.loop.time()  # type: ignore[operator]
-        self.tick = min(self.tick, max(span / 4, 0.005))
+        tick = min(self.tick, max(span / 4, 0.005))
         self.watched.add(response)
+        if self._handle is not None and tick < self.tick:
+            self._handle.cancel()  # a shorter timeout joined: check at its pace from now on
+            self._handle = None
+        self.tick = tick
         if self._handle is None:
             self._handle = self.loop.call_later(self.tick, self._check)
 
@@ -575,6 +580,7 @@ class Client:
     def _drop(self, connection: Connection) -> None:
         connection.close()
         self._open -= 1
+        self._next_waiter()
 
     def _next_waiter(self) -> None:
         while self._slot_waiters:
@@ -656,6 +662,7 @@ class Client:
                 if chunk:
                     assert connection.transport is not None
                     connection.transport.write(chunk_frame(chunk) if chunked else chunk)
+                    response.last_data = self.loop.time()  # an upload in progress is not a silent upstream
                     await connection.drain()
             if chunked and not connection.closed:
                 assert connection.transport is not None
@@ -669,8 +676,9 @@ class Client:
     def release(self, response: Response) -> None:
         """Done with this answer: its connection goes back to the pool if it can carry another."""
         connection = response.connection
-        if connection.response is not response:
+        if connection.response is not response or response.released:
             return
+        response.released = True
         if not response.complete and response.error is None:
             response.fail(Disconnected("the answer was abandoned"))
         response.stop_watch()

@@ -830,3 +830,44 @@ async def test_an_answer_abandoned_mid_body_closes_its_connection(serve):
     client.release(response)
     assert server.accepted == 2
     assert client._open == 0
+
+
+async def test_releasing_an_answer_twice_frees_its_slot_once(serve):
+    """max_connections=1: a second release of a closed connection's answer must not open a second slot."""
+    async def handle(server, reader, writer, conn):
+        await server.next_request(reader, conn)
+        writer.write(answer(b"bye", "Connection: close"))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+    server, client = await serve(handle, max_connections=1)
+    response = await client.send("GET", "/", {}, None, idle_timeout=5, deadline=None)
+    client.release(response)
+    client.release(response)
+    assert client._open == 0
+
+
+async def test_a_shorter_timeout_joining_is_checked_at_its_own_pace(serve):
+    """A long idle timeout in flight first; a 0.3 s one joining later still fires within about its time."""
+    server, client = await serve(silent_after(b""))
+    long_wait = asyncio.create_task(client.send("GET", "/", {}, None, idle_timeout=60, deadline=None))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(http1.Timeout):
+        await client.send("GET", "/", {}, None, idle_timeout=0.3, deadline=None)
+    assert time.monotonic() - started < 0.3 * 3
+    long_wait.cancel()
+    with suppress(asyncio.CancelledError):
+        await long_wait
+
+
+async def test_a_slow_upload_is_not_a_silent_upstream(serve):
+    """The upstream answers after the body; an upload lasting longer than the idle timeout is activity."""
+    server, client = await serve(OK)
+    response = await client.send("POST", "/up", {}, chunks(*[b"x" * 10] * 8, pause=0.1), idle_timeout=0.4,
+                                 deadline=None)
+    try:
+        assert await asyncio.wait_for(response.read(), 5) == b"POST /up on 1"
+    finally:
+        client.release(response)
+    assert server.requests[0][1].body == b"x" * 80
