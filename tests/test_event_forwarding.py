@@ -18,6 +18,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
+from aiohttp import web
 
 from gateway.app import create_app
 from plugins import REGISTRY
@@ -165,13 +166,32 @@ async def upstream():
     await server.close()
 
 
+def settings_for(tmp_path, upstream: ScriptedUpstream, environ: Mapping[str, str] | None = None):
+    """The gateway's settings in front of `upstream`, with the access log on."""
+    return gateway_settings(tmp_path, upstream.base_url, API_KEY, config="plugins: [access_log]\n", environ=environ)
+
+
 async def start_gateway_for(aiohttp_client, tmp_path, upstream: ScriptedUpstream, *,
-                            environ: Mapping[str, str] | None = None, handler_cancellation: bool = True):
-    """The gateway in front of `upstream`, with the access log on (as `serve` runs it, by default)."""
-    settings = gateway_settings(tmp_path, upstream.base_url, API_KEY, config="plugins: [access_log]\n",
-                                environ=environ)
-    return await aiohttp_client(create_app(settings, REGISTRY),
-                                server_kwargs={"handler_cancellation": handler_cancellation})
+                            environ: Mapping[str, str] | None = None):
+    """The gateway in front of `upstream`, served with handler cancellation as `serve` does (aiohttp's
+    TestServer always cancels a handler whose client left)."""
+    return await aiohttp_client(create_app(settings_for(tmp_path, upstream, environ), REGISTRY))
+
+
+@pytest.fixture
+async def gateway_port(request, aiohttp_client, tmp_path, upstream):
+    """The port of a gateway in front of `upstream`; parametrized (indirect) False, served without handler
+    cancellation: a client leaving then cancels nothing, so only the forwarder can notice it."""
+    if getattr(request, "param", True):
+        yield (await start_gateway_for(aiohttp_client, tmp_path, upstream)).port
+        return
+    runner = web.AppRunner(create_app(settings_for(tmp_path, upstream), REGISTRY), handler_cancellation=False,
+                           access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield runner.addresses[0][1]
+    await runner.cleanup()
 
 
 async def access_line(logs, timeout: float = 3.0) -> dict:
@@ -340,9 +360,9 @@ async def test_a_client_that_reads_nothing_pauses_the_upstream_and_then_gets_eve
         await asyncio.sleep(0.3)
         assert connection.paused, "the upstream's writes should be blocked while the client reads nothing"
         assert connection.written == stalled_at, "the upstream kept writing to a gateway that should not read"
-        # What is in flight is the sockets' kernel buffers (a few MB on loopback) and the gateway's
-        # 256 KB high-water mark: far from the 30 MB body.
-        assert stalled_at < count * EVENT_SIZE // 3, f"{stalled_at / 1e6:.1f} MB written for a stalled client"
+        # What the upstream got rid of sits in the sockets' kernel buffers (autotuned on loopback: ~8 MB
+        # seen here) and under the gateway's 256 KB high-water mark: nowhere near the 30 MB body.
+        assert stalled_at < count * EVENT_SIZE // 2, f"{stalled_at / 1e6:.1f} MB written for a stalled client"
         size, digest = await read_stream(client)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -356,7 +376,7 @@ async def test_a_client_that_reads_nothing_pauses_the_upstream_and_then_gets_eve
 async def test_a_client_slower_than_the_read_timeout_is_not_an_upstream_timeout(
         aiohttp_client, tmp_path, upstream, clients):
     """The upstream is paused because of the client, not silent: the read timeout must not cut it."""
-    count = 8 * 1024 * 1024 // EVENT_SIZE
+    count = 24 * 1024 * 1024 // EVENT_SIZE  # more than the sockets' kernel buffers take (~8 MB)
     upstream.script = streaming(count)
     gateway = await start_gateway_for(aiohttp_client, tmp_path, upstream,
                                       environ={"GATEWAY__UPSTREAM__TIMEOUTS__READ": "0.3"})
@@ -374,7 +394,8 @@ async def test_a_client_slower_than_the_read_timeout_is_not_an_upstream_timeout(
 async def test_a_stream_that_ends_while_paused_leaves_its_upstream_connection_usable(
         aiohttp_client, tmp_path, upstream, clients):
     """The last events and the end arrive in the read that pauses the upstream; the client then leaves.
-    The upstream connection goes back to the pool: the next request on it must be answered."""
+    The upstream connection goes back to the pool, and the next request on it must be answered (it used
+    to stay paused, and that request waited for the read timeout)."""
     gateway = await start_gateway_for(aiohttp_client, tmp_path, upstream,
                                       environ={"GATEWAY__UPSTREAM__TIMEOUTS__READ": "3"})
 
@@ -390,8 +411,9 @@ async def test_a_stream_that_ends_while_paused_leaves_its_upstream_connection_us
             return
         connection.head()
         i = 0
-        while buffered_for_client() < 224 * 1024:  # under the 256 KB mark: never paused so far
-            await connection.send(event(i)[:8192 - 2] + b"\n\n")
+        while (buffered := buffered_for_client()) < 224 * 1024:  # under the 256 KB mark: never paused so far
+            size = 32768 if buffered < 160 * 1024 else 8192  # fast while the kernel takes it all
+            await connection.send(event(i)[:size - 2] + b"\n\n")
             i += 1
             await asyncio.sleep(0.002)  # each event its own read by the gateway
         tail = b"".join(b"%x\r\n%b\r\n" % (8192, event(n)[:8190] + b"\n\n") for n in range(i, i + 5))
@@ -404,6 +426,7 @@ async def test_a_stream_that_ends_while_paused_leaves_its_upstream_connection_us
         if upstream.connections and upstream.connections[0].answered:
             break
         await asyncio.sleep(0.01)
+    assert upstream.connections[0].answered, "the upstream never sent the end of its answer"
     await asyncio.sleep(0.1)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()  # leaves without reading the end
@@ -418,14 +441,11 @@ async def test_a_stream_that_ends_while_paused_leaves_its_upstream_connection_us
 # ---------------------------------------------------------------- a client leaving
 
 
-@pytest.mark.parametrize("handler_cancellation", [True, False])
-async def test_a_stalled_client_that_leaves_closes_the_paused_upstream(
-        aiohttp_client, tmp_path, upstream, clients, handler_cancellation):
+@pytest.mark.parametrize("gateway_port", [True, False], ids=["cancelled", "uncancelled"], indirect=True)
+async def test_a_stalled_client_that_leaves_closes_the_paused_upstream(gateway_port, upstream, clients):
     upstream.script = streaming(None)
-    gateway = await start_gateway_for(aiohttp_client, tmp_path, upstream,
-                                      handler_cancellation=handler_cancellation)
     with captured_logs() as logs:
-        client = await clients(gateway.port, receive_buffer=64 * 1024)
+        client = await clients(gateway_port, receive_buffer=64 * 1024)
         await client.send(REQUEST)
         status, _ = await client.read_head()
         assert status == 200 and await client.read_chunk()
@@ -444,8 +464,9 @@ async def test_a_stalled_client_that_leaves_closes_the_paused_upstream(
     assert (line["status"], line["error"]) == (499, "client_disconnected")
 
 
+@pytest.mark.parametrize("gateway_port", [False], ids=["uncancelled"], indirect=True)
 async def test_a_client_leaving_between_events_closes_the_upstream_at_its_next_event_without_cancellation(
-        aiohttp_client, tmp_path, upstream, clients):
+        gateway_port, upstream, clients):
     """Without handler cancellation, nothing but the forwarder notices: the next event finds the client gone."""
 
     async def slow(connection: UpstreamConnection, request_line: str) -> None:
@@ -456,9 +477,8 @@ async def test_a_client_leaving_between_events_closes_the_upstream_at_its_next_e
         connection.end()
 
     upstream.script = slow
-    gateway = await start_gateway_for(aiohttp_client, tmp_path, upstream, handler_cancellation=False)
     with captured_logs() as logs:
-        client = await clients(gateway.port)
+        client = await clients(gateway_port)
         await client.send(REQUEST)
         await client.read_head()
         assert await client.read_chunk() == b"data: 0\n\n"
@@ -478,17 +498,17 @@ async def test_heartbeats_go_between_events_never_inside_one(aiohttp_client, tmp
     async def halting(connection: UpstreamConnection, request_line: str) -> None:
         connection.head()
         await connection.send(b"data: one\n\n")
-        await asyncio.sleep(0.7)  # silent between whole events: comments
+        await asyncio.sleep(0.4)  # silent between whole events: comments
         await connection.send(b"data: abc")
-        await asyncio.sleep(0.7)  # silent inside an event: none
+        await asyncio.sleep(0.4)  # silent inside an event: none
         await connection.send(b"def\n")
-        await asyncio.sleep(0.5)  # still inside it (one line ended, not the event)
+        await asyncio.sleep(0.3)  # still inside it (one line ended, not the event)
         await connection.send(b"\n")
         connection.end()
 
     upstream.script = halting
     gateway = await start_gateway_for(aiohttp_client, tmp_path, upstream,
-                                      environ={"GATEWAY__SERVER__HEARTBEAT_SECONDS": "0.2"})
+                                      environ={"GATEWAY__SERVER__HEARTBEAT_SECONDS": "0.1"})
     client = await clients(gateway.port)
     await client.send(REQUEST)
     status, headers = await client.read_head()
@@ -496,7 +516,7 @@ async def test_heartbeats_go_between_events_never_inside_one(aiohttp_client, tmp
     chunks = await client.read_chunks()
     body = b"".join(chunks)
     assert body.replace(KEEP_ALIVE, b"") == b"data: one\n\ndata: abcdef\n\n"
-    before, inside, after = body.partition(b"data: abcdef\n\n")
+    before, inside, _ = body.partition(b"data: abcdef\n\n")
     assert inside, f"a comment split the event: {body!r}"
     assert before.startswith(b"data: one\n\n") and before.count(KEEP_ALIVE) >= 2
     assert before == b"data: one\n\n" + KEEP_ALIVE * before.count(KEEP_ALIVE)
