@@ -304,10 +304,12 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
     try:
         if forward:
             waited = time.perf_counter()
+            forwarder = EventForwarder(request, upstream_response, exchange, observers, beat)
             try:
-                upstream_response.divert(EventForwarder(request, upstream_response, exchange, observers, beat))
+                upstream_response.divert(forwarder)
                 await upstream_response.until_end()
             finally:
+                forwarder.ended = True
                 exchange.upstream_wait += time.perf_counter() - waited
         else:
             await pump(upstream_response, response, exchange, observers, beat)
@@ -333,7 +335,7 @@ class EventForwarder:
     client's socket (framed as an HTTP chunk) from the upstream connection's callback, with no task
     switch and no await per event. A client that reads slowly pauses the upstream until it catches up."""
 
-    __slots__ = ("transport", "upstream", "exchange", "observers", "beat", "waiting")
+    __slots__ = ("beat", "ended", "exchange", "observers", "transport", "upstream", "waiting")
 
     def __init__(self, request: web.Request, upstream_response: http1.Response, exchange: Exchange,
                  observers: Iterable[Callable[[bytes], None]], beat: Beat | None) -> None:
@@ -344,6 +346,7 @@ class EventForwarder:
         self.observers = observers
         self.beat = beat
         self.waiting = False
+        self.ended = False  # the stream is over: its connection may be carrying another answer now
 
     def __call__(self, chunk: bytes) -> None:
         transport = self.transport
@@ -362,6 +365,8 @@ class EventForwarder:
             asyncio.get_running_loop().call_later(DRAIN_CHECK_SECONDS, self._check_drained)
 
     def _check_drained(self) -> None:
+        if self.ended:
+            return
         if self.transport.is_closing():
             self.upstream.fail(ClientGone())
         elif self.transport.get_write_buffer_size() <= WRITE_LOW_WATER:
