@@ -225,7 +225,7 @@ async def relay_minted_session(request: web.Request, upstream_response: http1.Re
     request[keys.exchange].count_chunk(raw)
     for observe in request.get(keys.chunk_observers, ()):
         observe(raw)
-    await sessions.remember_relayed(request, raw)
+    sessions.remember_relayed(request, raw)
     return web.Response(body=raw, status=upstream_response.status, reason=upstream_response.reason,
                         headers=response_headers(upstream_response))
 
