@@ -72,16 +72,14 @@ class Origin:
     proxy_headers: tuple[tuple[str, str], ...] = ()  # Proxy-Authorization, for the proxy only
 
     @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+    def authority(self) -> str:
+        """host:port, as a CONNECT names it (an IPv6 literal in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
-    def authority(self) -> str:
-        """host:port, as a CONNECT names it."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.authority if self.port != default else self.authority.rsplit(":", 1)[0]
 
     @property
     def absolute_form(self) -> bool:
@@ -192,11 +190,7 @@ class Response:
                 raise self.error
             if self.complete:
                 return b""
-            self._waiter = self.connection.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._news()
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
         if self._buffered < READ_LOW_WATER:
@@ -220,11 +214,15 @@ class Response:
                 raise self.error
             if self.complete:
                 return
-            self._waiter = self.connection.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._news()
+
+    async def _news(self) -> None:
+        """Wait for the next chunk, the end, or a failure."""
+        self._waiter = self.connection.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def pause(self) -> None:
         """Stop reading the upstream (its own flow control then slows it down) until `resume`."""
