@@ -11,6 +11,8 @@ from __future__ import annotations
 import hmac
 import platform
 import time
+import weakref
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -69,8 +71,40 @@ class Bounded:
         return value
 
 
+def value_of(metric: Counter | Gauge) -> Any:
+    """The value a counter child or a gauge keeps, to `inc()` directly: what Counter.inc and Gauge.inc do
+    after their per-call checks (prometheus-client is pinned; tests/test_metrics.py checks the equivalence)."""
+    return metric._value
+
+
+class Buckets:
+    """A histogram child's observe(): its sum and the first bucket whose bound holds the amount, found by
+    bisection instead of prometheus_client's per-call checks and loop over the bounds."""
+
+    __slots__ = ("bounds", "buckets", "sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self.bounds = tuple(child._upper_bounds)  # the last is +Inf
+        self.buckets = child._buckets
+        self.sum = child._sum
+
+    def observe(self, amount: float) -> None:
+        self.sum.inc(amount)
+        self.buckets[bisect_left(self.bounds, amount)].inc(1)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSeries:
+    """What one request of a (route, method, status class) moves: its count, duration and overhead."""
+
+    count: Any
+    duration: Buckets
+    overhead: Buckets
+
+
 class Instruments:
-    """Every metric of the chain, and their children cached per label set (no lock or lookup per request)."""
+    """Every metric of the chain, and the children the requests move cached per label set (labels() takes a
+    lock and validates; the children's own inc() and observe() check more on each call)."""
 
     def __init__(self, registry: CollectorRegistry, max_label_values: int) -> None:
         r = registry
@@ -106,52 +140,60 @@ class Instruments:
         build.labels(gateway.__version__, platform.python_version()).set(1)
         self.route_label = Bounded(max_label_values)
         self.slug_label = Bounded(max_label_values)
-        self._requests: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._overhead: dict[str, Any] = {}
-        self._streams: dict[str, tuple[Any, Any]] = {}
-        self._upstream: dict[str, Any] = {}
+        self.requests_in_flight = value_of(self.in_flight)
+        self.streams_active = value_of(self.active_streams)
+        self._requests: dict[tuple[str, str, str], RequestSeries] = {}
+        self._overhead: dict[str, Buckets] = {}
+        self._streams: dict[str, tuple[Buckets, Any]] = {}
+        self._upstream: dict[str, Buckets] = {}
         self._sessions: dict[tuple[str, str], Any] = {}
         self._operations: dict[tuple[str, str, str], Any] = {}
 
-    def cached(self, cache: dict, metric: Any, key: Any) -> Any:
-        """metric.labels(*key), looked up once per label set (labels() takes a lock and validates)."""
-        child = cache.get(key)
-        if child is None:
-            child = cache[key] = metric.labels(*key) if isinstance(key, tuple) else metric.labels(key)
-        return child
-
-    def request_children(self, route: str, method: str, status: str) -> tuple[Any, Any]:
+    def request_series(self, route: str, method: str, status: str) -> RequestSeries:
         key = (route, method, status)
-        children = self._requests.get(key)
-        if children is None:
-            children = self._requests[key] = (self.requests.labels(*key), self.duration.labels(*key))
-        return children
+        series = self._requests.get(key)
+        if series is None:
+            overhead = self._overhead.get(route)
+            if overhead is None:
+                overhead = self._overhead[route] = Buckets(self.overhead.labels(route))
+            series = self._requests[key] = RequestSeries(value_of(self.requests.labels(*key)),
+                                                         Buckets(self.duration.labels(*key)), overhead)
+        return series
 
-    def overhead_child(self, route: str) -> Any:
-        child = self._overhead.get(route)
-        if child is None:
-            child = self._overhead[route] = self.overhead.labels(route)
-        return child
-
-    def stream_children(self, route: str) -> tuple[Any, Any]:
+    def stream_children(self, route: str) -> tuple[Buckets, Any]:
         """(time to first byte, events) of the event streams of `route`."""
         children = self._streams.get(route)
         if children is None:
-            children = self._streams[route] = (self.stream_ttfb.labels(route), self.stream_events.labels(route))
+            children = self._streams[route] = (Buckets(self.stream_ttfb.labels(route)),
+                                               value_of(self.stream_events.labels(route)))
         return children
+
+    def upstream_buckets(self, upstream: str) -> Buckets:
+        buckets = self._upstream.get(upstream)
+        if buckets is None:
+            buckets = self._upstream[upstream] = Buckets(self.upstream_duration.labels(upstream))
+        return buckets
+
+    def counted(self, cache: dict[tuple[str, ...], Any], metric: Counter, key: tuple[str, ...]) -> Any:
+        """The value of metric.labels(*key), looked up once per label set."""
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = value_of(metric.labels(*key))
+        return value
 
     def record(self, request: web.Request, status: int, streamed: bool) -> None:
         exchange = request[keys.exchange]
         duration = time.perf_counter() - exchange.started
+        self.requests_in_flight.inc(-1)
         route = self.route_label(route_of(request))
         method = request.method if request.method in METHODS else OTHER
         status_class = STATUS_CLASSES[status // 100 if 100 <= status < 600 else 0]
-        requests, histogram = self.request_children(route, method, status_class)
-        requests.inc()
-        histogram.observe(duration)
-        self.overhead_child(route).observe(max(0.0, duration - exchange.upstream_wait))
+        series = self.request_series(route, method, status_class)
+        series.count.inc(1)
+        series.duration.observe(duration)
+        series.overhead.observe(max(0.0, duration - exchange.upstream_wait))
         if streamed:
-            self.active_streams.dec()
+            self.streams_active.inc(-1)
             self.stream_children(route)[1].inc(exchange.events)
         if exchange.upstream is not None:
             self.record_upstream(exchange)
@@ -159,16 +201,16 @@ class Instruments:
             workflow = request.get(keys.workflow)
             slug = self.slug_label(workflow.slug) if workflow is not None else "unknown"
             outcome = "created" if status < 400 else "rejected" if status < 500 else "failed"
-            self.cached(self._sessions, self.sessions, (slug, outcome)).inc()
+            self.counted(self._sessions, self.sessions, (slug, outcome)).inc(1)
         operation = request.get(keys.operation)  # a bounded set, read by the protocol endpoint from the body's head
         if operation is not None:
             workflow = request.get(keys.workflow)
             slug = self.slug_label(workflow.slug) if workflow is not None else "unknown"
-            self.cached(self._operations, self.operations, (slug, operation, status_class)).inc()
+            self.counted(self._operations, self.operations, (slug, operation, status_class)).inc(1)
 
     def record_upstream(self, exchange: Exchange) -> None:
         if exchange.upstream_status is not None:
-            self.cached(self._upstream, self.upstream_duration, exchange.upstream).observe(exchange.upstream_wait)
+            self.upstream_buckets(exchange.upstream).observe(exchange.upstream_wait)
         error = exchange.error
         if error is not None and error.startswith("upstream_") and error != "upstream_not_configured":
             kind = error  # a stable error code: a bounded set
@@ -186,18 +228,21 @@ class StreamWatch:
 
     def __init__(self, instruments: Instruments, request: web.Request) -> None:
         self.instruments = instruments
-        self.request = request
+        # The request holds this watch among its observers: a strong reference back would make a cycle
+        # that keeps every request's objects alive until the garbage collector finds it.
+        self.request = weakref.ref(request)
         self.streaming: bool | None = None  # None until the first chunk
 
     def __call__(self, chunk: bytes) -> None:
         if self.streaming is not None:
             return
-        exchange = self.request[keys.exchange]
+        request = self.request()  # alive: only code that holds the request streams its chunks
+        exchange = request[keys.exchange]
         self.streaming = exchange.event_stream
         if self.streaming:
             m = self.instruments
-            m.active_streams.inc()
-            ttfb, _ = m.stream_children(m.route_label(route_of(self.request)))
+            m.streams_active.inc(1)
+            ttfb, _ = m.stream_children(m.route_label(route_of(request)))
             ttfb.observe((exchange.first_byte_at or time.perf_counter()) - exchange.started)
 
 
@@ -263,15 +308,11 @@ class Metrics:
         instruments = request.app[keys.instruments]
         watch = StreamWatch(instruments, request)
         observe_chunks(request, watch)
-        instruments.in_flight.inc()
-        status = 500
+        instruments.requests_in_flight.inc(1)
         try:
             response = await handler(request)
-            status = response.status
-            return response
         except BaseException as exc:
-            status = ended_by(exc)[0]
+            instruments.record(request, ended_by(exc)[0], bool(watch.streaming))
             raise
-        finally:
-            instruments.in_flight.dec()
-            instruments.record(request, status, bool(watch.streaming))
+        instruments.record(request, response.status, bool(watch.streaming))
+        return response

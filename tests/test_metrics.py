@@ -15,9 +15,11 @@ from pathlib import Path
 import aiohttp
 import prometheus_client
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import keys
+from plugins.metrics import DURATION_BUCKETS, Buckets, value_of
 from tests.plugin_helpers import KEY, gateway_with, new_session, turn
 from tests.support.ports import free_port
 
@@ -216,6 +218,26 @@ async def test_a_metrics_token_guards_the_main_port_too(aiohttp_client, tmp_path
                                  environ={"METRICS_TOKEN": "scrape-token-0123456789"})
     assert (await gateway.get("/metrics")).status == 401
     assert (await gateway.get("/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"})).status == 200
+
+
+def test_the_fast_paths_move_the_same_samples_as_prometheus_clients_own_methods():
+    """Buckets and value_of reach into prometheus_client's children: a new version that changes them fails here."""
+    amounts = [0.0, 0.005, 0.0050001, 0.3, 1.0, 299.9, 300.0, 300.1, 1e9] + [random.expovariate(5) for _ in range(500)]
+    expositions = []
+    for fast in (True, False):
+        registry = CollectorRegistry()
+        histogram = Histogram("h", "h", ["route"], buckets=DURATION_BUCKETS, registry=registry).labels("r")
+        counter = Counter("c", "c", ["route"], registry=registry).labels("r")
+        gauge = Gauge("g", "g", registry=registry)
+        observe = Buckets(histogram).observe if fast else histogram.observe
+        count, level = (value_of(counter).inc, value_of(gauge).inc) if fast else (counter.inc, gauge.inc)
+        for amount in amounts:
+            observe(amount)
+            count(3)
+            level(-1)
+        expositions.append([line for line in generate_latest(registry).decode().splitlines() if "_created" not in line])
+    assert expositions[0] == expositions[1]
+    assert 'h_bucket{le="300.0",route="r"} 507.0' in expositions[0]
 
 
 WORKER = """
