@@ -107,7 +107,7 @@ class Response:
         self.received = False  # any byte of the answer
         self.sender: asyncio.Task[None] | None = None  # the task streaming the request body
         self.released = False
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes] | None = None  # made when first needed: a diverted stream never buffers
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
@@ -132,6 +132,7 @@ class Response:
         self.status = status
         self.keep_alive = keep_alive
         self.headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
+        self.raw_headers = []
         no_body = self.method == "HEAD" or status in (204, 304)
         self.until_close = (not no_body and "Content-Length" not in self.headers
                             and "Transfer-Encoding" not in self.headers)
@@ -145,6 +146,8 @@ class Response:
         if self._sink is not None:
             self._sink(chunk)
             return
+        if self._chunks is None:
+            self._chunks = deque()
         self._chunks.append(chunk)
         self._buffered += len(chunk)
         if self._buffered > READ_HIGH_WATER:
@@ -191,6 +194,7 @@ class Response:
             if self.complete:
                 return b""
             await self._news()
+        assert self._chunks is not None
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
         if self._buffered < READ_LOW_WATER:

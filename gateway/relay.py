@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 from . import errors, http1, keys, scoping, sessions
 from .exchange import Exchange
 from .heartbeats import Beat
-from .upstream import CHATKIT_BETA, Upstream, error_message
+from .upstream import CHATKIT_BETA, Call, Upstream, error_message
 
 log = logging.getLogger("chatkit_gateway.relay")
 
@@ -230,12 +230,29 @@ async def relay_minted_session(request: web.Request, upstream_response: http1.Re
                         headers=response_headers(upstream_response))
 
 
+async def outgoing(request: web.Request, tail: str, upstream: Upstream, client_secret: str | None,
+                   minting: bool) -> Call:
+    """The request to send upstream. Its headers and body are built here, so that they are not held
+    by the handler for as long as a stream lasts."""
+    headers = upstream_headers(request, upstream, client_secret)
+    query = upstream_query(request.rel_url.raw_query_string)
+    if minting:
+        headers["Accept-Encoding"] = "identity"  # so that the answer can be read to record its secret
+    body: bytes | AsyncIterator[bytes] | None = None
+    if client_secret is None and scoping.needs_scoping(request):
+        body, query = await scoping.restrict(request, tail, query)
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+    if body is None:
+        body = relayed_body(request, request.app[keys.settings].server.max_body_bytes, request[keys.exchange])
+    return upstream.request(request.method, "/v1/chatkit/" + tail, query=query, headers=headers, data=body)
+
+
 async def relay(request: web.Request) -> web.StreamResponse:
     tail = safe_tail(request)
     request[keys.route] = route_template(tail)
     app = request.app
     upstream = app[keys.upstream]
-    settings = app[keys.settings]
     exchange = request[keys.exchange]
     exchange.upstream = upstream.name
     client_secret = client_secret_of(request)
@@ -248,22 +265,11 @@ async def relay(request: web.Request) -> web.StreamResponse:
         if not upstream.api_key:
             raise errors.UpstreamNotConfigured()
     route = request[keys.route]
-    headers = upstream_headers(request, upstream, client_secret)
-    query = upstream_query(request.rel_url.raw_query_string)
     minting = client_secret is None and request.method == "POST" and route == scoping.SESSIONS
     cancelling = client_secret is None and request.method == "POST" and route == scoping.SESSION_CANCEL
-    if minting:
-        headers["Accept-Encoding"] = "identity"  # so that the answer can be read to record its secret
-    body: bytes | AsyncIterator[bytes] | None = None
-    if client_secret is None and scoping.needs_scoping(request):
-        body, query = await scoping.restrict(request, tail, query)
-        if body is not None:
-            headers["Content-Length"] = str(len(body))
-    if body is None:
-        body = relayed_body(request, settings.server.max_body_bytes, exchange)
+    call = await outgoing(request, tail, upstream, client_secret, minting)
     waited = time.perf_counter()
-    async with upstream.request(request.method, "/v1/chatkit/" + tail, query=query, headers=headers,
-                                data=body) as upstream_response:
+    async with call as upstream_response:
         exchange.upstream_wait += time.perf_counter() - waited
         exchange.upstream_status = upstream_response.status
         if upstream_response.status in (401, 403) and client_secret is None:

@@ -116,7 +116,8 @@ class Call:
         self.response: http1.Response | None = None
 
     async def __aenter__(self) -> http1.Response:
-        self.response = await self.upstream.send(self.method, self.target, self.headers, self.data, self.stream)
+        headers, data, self.headers, self.data = self.headers, self.data, None, None  # not kept for a stream's life
+        self.response = await self.upstream.send(self.method, self.target, headers, data, self.stream)
         return self.response
 
     async def __aexit__(self, *exc_info: object) -> None:
