@@ -214,6 +214,19 @@ async def pump(upstream_response: http1.Response, response: web.StreamResponse, 
         await write(chunk)
 
 
+async def forward(request: web.Request, upstream_response: http1.Response, exchange: Exchange,
+                  observers: Iterable[Callable[[bytes], None]], beat: Beat | None) -> None:
+    """Pass an event stream on through an EventForwarder, until it ends."""
+    waited = time.perf_counter()
+    forwarder = EventForwarder(request, upstream_response, exchange, observers, beat)
+    try:
+        upstream_response.divert(forwarder)
+        await upstream_response.until_end()
+    finally:
+        forwarder.ended = True
+        exchange.upstream_wait += time.perf_counter() - waited
+
+
 async def relay_minted_session(request: web.Request, upstream_response: http1.Response) -> web.Response:
     """A session minted through the relay: its small JSON answer is read whole, to record its secret."""
     try:
@@ -291,12 +304,12 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
     exchange = request[keys.exchange]
     response = web.StreamResponse(status=upstream_response.status, reason=upstream_response.reason,
                                   headers=response_headers(upstream_response))
-    forward = False
+    forwarding = False
     if is_event_stream(upstream_response.content_type):
         exchange.event_stream = True
         response.headers.update(STREAM_HEADERS)
-        forward = request.version >= HttpVersion11 and request.transport is not None
-        if forward:
+        forwarding = request.version >= HttpVersion11 and request.transport is not None
+        if forwarding:
             response.enable_chunked_encoding()  # the forwarder frames each chunk itself
     elif upstream_response.content_length is not None and "Content-Encoding" not in response.headers:
         response.content_length = upstream_response.content_length
@@ -308,15 +321,8 @@ async def stream_back(request: web.Request, upstream_response: http1.Response,
     beat = heartbeats.start(response, exchange) if exchange.event_stream else None
     observers = request.get(keys.chunk_observers, ())
     try:
-        if forward:
-            waited = time.perf_counter()
-            forwarder = EventForwarder(request, upstream_response, exchange, observers, beat)
-            try:
-                upstream_response.divert(forwarder)
-                await upstream_response.until_end()
-            finally:
-                forwarder.ended = True
-                exchange.upstream_wait += time.perf_counter() - waited
+        if forwarding:
+            await forward(request, upstream_response, exchange, observers, beat)
         else:
             await pump(upstream_response, response, exchange, observers, beat)
     except ConnectionResetError:
