@@ -15,7 +15,7 @@ from .changes import StoreChanges, store_ctx
 from .chain import Handler, build_plugins, wrap
 from .forwarded import TrustedProxies
 from .lifecycle import Lifecycle
-from .middlewares import error_shape, request_context, stamp_response
+from .middlewares import core, stamp_response
 from .registry import FileSources, Registry, registry_ctx
 from .servers import ServerPool, servers_ctx
 from .sessions import SessionBook, sessions_ctx
@@ -92,7 +92,7 @@ def workflow_registry(app: web.Application, environ: Mapping[str, str]) -> Regis
 def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = None,
                environ: Mapping[str, str] | None = None) -> web.Application:
     trusted = TrustedProxies(settings.server.trusted_proxies)
-    app = web.Application(middlewares=[request_context(trusted), error_shape], client_max_size=JSON_BODY_LIMIT)
+    app = web.Application(middlewares=[core(trusted)], client_max_size=JSON_BODY_LIMIT)
     app[keys.settings] = settings
     app[keys.lifecycle] = Lifecycle()
     app[keys.metrics_registry] = CollectorRegistry(auto_describe=True)
@@ -155,11 +155,13 @@ def create_app(settings: Settings, plugin_classes: Mapping[str, type] | None = N
         ("PATCH", "/api/telephony/routes/{number}", telephony.update_route, "telephony_routes_update"),
         ("DELETE", "/api/telephony/routes/{number}", telephony.delete_route, "telephony_routes_delete"),
     )
+    traffic = app[keys.traffic]
     for method, path, handler, name in gateway_routes:  # before the relay's catch-all, which would match them
-        app.router.add_route(method, path, recorded(wrap(handler, plugins)), name=name)
+        app.router.add_route(method, path, recorded(wrap(handler, plugins), traffic), name=name)
     for path, methods in allowed_methods(gateway_routes).items():  # else a wrong method would reach the relay
-        app.router.add_route("*", path, recorded(wrap(method_not_allowed(methods), plugins)))
-    app.router.add_route("*", "/api/chatkit/{tail:.*}", recorded(wrap(relay.relay, plugins)), name="chatkit_relay")
+        app.router.add_route("*", path, recorded(wrap(method_not_allowed(methods), plugins), traffic))
+    app.router.add_route("*", "/api/chatkit/{tail:.*}", recorded(wrap(relay.relay, plugins), traffic),
+                         name="chatkit_relay")
     # Outside the chain: the webhook's signature is its auth, and it logs and counts each call itself.
     app.router.add_post("/api/telephony/incoming", telephony.incoming_call, name="telephony_incoming")
     return app

@@ -75,7 +75,7 @@ def wrap(terminal: Handler, plugins: Sequence[Any]) -> Handler:
 
     Each plugin is handed an inner handler that turns gateway-made errors into their JSON answer.
     One frame per link: the link that calls a plugin is also the one that answers for its errors
-    to the plugin around it; the outermost plugin's errors go to the error_shape middleware.
+    to the plugin around it; the outermost plugin's errors go to the core middleware.
     """
     if not plugins:
         return terminal

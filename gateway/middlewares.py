@@ -1,4 +1,4 @@
-"""Core middlewares, on every route: the request context first, then the error shape."""
+"""The core middleware, on every route: the request context, then the error shape; and the response stamp."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
-def request_context(trusted: TrustedProxies) -> web.middleware:
-    """Request id, real client address and a fresh Exchange, before anything else runs."""
+def core(trusted: TrustedProxies) -> web.middleware:
+    """Request id, real client address and a fresh Exchange before anything else runs; then every
+    gateway-made error leaves as {"error", "message", "request_id", …context}. One middleware, not two:
+    each is a coroutine (and a partial) more per request."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
@@ -38,12 +40,25 @@ def request_context(trusted: TrustedProxies) -> web.middleware:
         request[keys.peer_trusted] = trusted.trusts(peer)
         request[keys.client_ip] = trusted.client_ip(peer, request.headers.get("X-Forwarded-For"))
         request[keys.exchange] = Exchange.begin()
+        # Made here, so that plugins adding to them and the relay and stamp_response reading them find them
+        # (a missing key costs aiohttp's Request a KeyError raised and caught).
+        request[keys.chunk_observers] = []
+        request[keys.response_headers] = []
         try:
             return await handler(request)
+        except (errors.GatewayError, web.HTTPException) as exc:
+            return answer_for(request, exc)
         except ConnectionResetError:
             # The client went away mid-answer; the plugins have seen it. A response that cannot be
             # written is returned rather than raised, so an ordinary disconnect logs no traceback.
             return web.Response(status=499)
+        except (asyncio.CancelledError, ConnectionError):
+            raise  # the client went away; nothing to answer
+        except Exception:
+            log.exception("unexpected error handling %s %s", request.method, request.path,
+                          extra={"request_id": request[keys.request_id]})
+            request[keys.exchange].error = errors.InternalError.code
+            return error_response(errors.InternalError(), request[keys.request_id])
 
     return middleware
 
@@ -69,22 +84,6 @@ def answer_for(request: web.Request, exc: errors.GatewayError | web.HTTPExceptio
     if exc.status == 405 and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
-
-
-@web.middleware
-async def error_shape(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Every gateway-made error leaves as {"error", "message", "request_id", …context}."""
-    try:
-        return await handler(request)
-    except (errors.GatewayError, web.HTTPException) as exc:
-        return answer_for(request, exc)
-    except (asyncio.CancelledError, ConnectionError):
-        raise  # the client went away; nothing to answer
-    except Exception:
-        log.exception("unexpected error handling %s %s", request.method, request.path,
-                      extra={"request_id": request[keys.request_id]})
-        request[keys.exchange].error = errors.InternalError.code
-        return error_response(errors.InternalError(), request[keys.request_id])
 
 
 async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,6 +1,6 @@
 """Traffic: per-minute aggregates of the gateway routes over the last hour, for the admin Status page.
 
-`recorded(handler)` wraps a route outside the plugin chain, so it counts every gateway request
+`recorded(handler, traffic)` wraps a route outside the plugin chain, so it counts every gateway request
 whatever plugins are configured, from the same facts the access log and metrics use (the
 request's Exchange, its workflow, its status). Recording is a few integer increments: a ring of
 60 minutes, each with a request count, a log-scaled latency histogram and errors by workflow.
@@ -94,26 +94,26 @@ def failed(status: int, stream_error: str | None) -> bool:
     return status >= 500 or (status < 400 and stream_error is not None)
 
 
-def recorded(handler: Handler) -> Handler:
-    """`handler`, with each request's outcome added to app[keys.traffic]."""
+def recorded(handler: Handler, traffic: Traffic) -> Handler:
+    """`handler`, with each request's outcome added to `traffic` (the app's, app[keys.traffic])."""
 
     async def recording(request: web.Request) -> web.StreamResponse:
         try:
             response = await handler(request)
         except BaseException as exc:
             status, _ = ended_by(exc)
-            note(request, status)
+            note(traffic, request, status)
             raise
-        note(request, response.status)
+        note(traffic, request, response.status)
         return response
 
     return recording
 
 
-def note(request: web.Request, status: int) -> None:
+def note(traffic: Traffic, request: web.Request, status: int) -> None:
     exchange = request[keys.exchange]
     workflow = request.get(keys.workflow)
     ttfb = exchange.ttfb_ms() if exchange.event_stream else None
     latency_ms = ttfb if ttfb is not None else exchange.elapsed_ms()  # a stream's latency is its first byte
-    request.app[keys.traffic].record(workflow.slug if workflow is not None else None, status,
-                                     latency_ms / 1000.0, failed(status, exchange.error))
+    traffic.record(workflow.slug if workflow is not None else None, status, latency_ms / 1000.0,
+                   failed(status, exchange.error))

@@ -26,7 +26,7 @@ from gateway import errors, keys
 from gateway.chain import Handler, ended_by, observe_chunks, route_of
 from gateway.exchange import Exchange
 from gateway.forwarded import TrustedProxies
-from gateway.middlewares import error_shape, request_context
+from gateway.middlewares import core
 from gateway.schema import ConfigError, Secret
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -293,8 +293,7 @@ class Metrics:
         reuse_port = getattr(values.ValueClass, "_multiprocess", False) or None  # workers share the port
 
         async def metrics_site(app: web.Application) -> AsyncIterator[None]:
-            metrics_app = web.Application(middlewares=[request_context(TrustedProxies(server.trusted_proxies)),
-                                                       error_shape])
+            metrics_app = web.Application(middlewares=[core(TrustedProxies(server.trusted_proxies))])
             metrics_app.router.add_get(s.path, handler, name="metrics")
             runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
             await runner.setup()

@@ -24,20 +24,21 @@ class Workflow:
     after: ClassVar[tuple[str, ...]] = ()  # it reads no principal, so it may sit anywhere in the chain
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        entry = await resolve(request)
-        if entry is not None:
-            request[keys.workflow] = entry
+        named = request.match_info.get("slug") or request.headers.get(HEADER) or request.query.get(QUERY)
+        if named:
+            request[keys.workflow] = request.app[keys.registry].resolve(named)
+        else:
+            client_secret = client_secret_of(request)
+            if client_secret is not None:  # the one case that may wait (on the store), so the others make no coroutine
+                entry = await session_workflow(request, client_secret)
+                if entry is not None:
+                    request[keys.workflow] = entry
         return await handler(request)
 
 
-async def resolve(request: web.Request) -> WorkflowEntry | None:
-    registry = request.app[keys.registry]
-    named = request.match_info.get("slug") or request.headers.get(HEADER) or request.query.get(QUERY)
-    if named:
-        return registry.resolve(named)
-    client_secret = client_secret_of(request)
-    if client_secret is not None:
-        record = await request.app[keys.sessions].check(client_secret)
-        if record is not None and record.slug is not None:
-            return registry.find(record.slug)
+async def session_workflow(request: web.Request, client_secret: str) -> WorkflowEntry | None:
+    """The workflow of the session behind `client_secret`, if it is one this gateway issued."""
+    record = await request.app[keys.sessions].check(client_secret)
+    if record is not None and record.slug is not None:
+        return request.app[keys.registry].find(record.slug)
     return None
