@@ -213,12 +213,15 @@ class Response:
 
     async def until_end(self) -> None:
         """Wait until a diverted body has all arrived; raises what ended it early."""
-        while True:
-            if self.error is not None:
-                raise self.error
-            if self.complete:
-                return
-            await self._news()
+        try:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                if self.complete:
+                    return
+                await self._news()
+        finally:
+            self._sink = None  # sinks hold their answer: let go, so neither waits for the cyclic collector
 
     async def _news(self) -> None:
         """Wait for the next chunk, the end, or a failure."""
