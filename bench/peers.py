@@ -118,12 +118,19 @@ class Bench:
 
     def naive_peer(self) -> Peer:
         """The naive aiohttp proxy (bench/naive_proxy.py) in front of the JSON upstream, for scale."""
+        return self._scale_peer("naive aiohttp proxy", "aiohttp")
+
+    def floor_peer(self) -> Peer:
+        """aiohttp's server and the gateway's upstream client, no policy: the ceiling of this architecture."""
+        return self._scale_peer("floor: aiohttp server + gateway client", "gateway")
+
+    def _scale_peer(self, name: str, client: str) -> Peer:
         port = free_port()
-        process = self._start(Process("naive-proxy", [sys.executable, "-m", "bench.naive_proxy", "--port", str(port),
-                                                      "--upstream", f"http://127.0.0.1:{self.json_port}"],
-                                      cpu=PROXY_CPU, log=self.workdir / "naive-proxy.log",
+        process = self._start(Process(name, [sys.executable, "-m", "bench.naive_proxy", "--port", str(port),
+                                             "--upstream", f"http://127.0.0.1:{self.json_port}", "--client", client],
+                                      cpu=PROXY_CPU, log=self.workdir / f"proxy-{client}.log",
                                       cwd=str(Path(__file__).resolve().parent.parent)), port)
-        return Peer("naive aiohttp proxy", port, "/api/chatkit/sessions", "", process)
+        return Peer(name, port, "/api/chatkit/sessions", "", process)
 
     def nginx_peer(self) -> Peer:
         return Peer("nginx", self.nginx_port, "/api/chatkit/sessions", "/api/chatkit/stream", self.nginx)

@@ -53,8 +53,4 @@ async def _soak(port: int, path: str, headers: dict[str, str], count: int, secon
 
 
 def run(port: int, path: str, headers: dict[str, str], *, streams_count: int, seconds: float, pid: int) -> dict:
-    try:
-        import uvloop
-        return uvloop.run(_soak(port, path, headers, streams_count, seconds, pid))
-    except ImportError:
-        return asyncio.run(_soak(port, path, headers, streams_count, seconds, pid))
+    return streams.run_measured(_soak(port, path, headers, streams_count, seconds, pid))
