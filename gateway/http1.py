@@ -303,7 +303,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.response: Response | None = None
         self.closed = False
         self.reused = False
@@ -327,6 +327,7 @@ class Connection(asyncio.Protocol):
             return
         response.last_data = self.loop.time()
         response.received = True
+        assert self.parser is not None  # made None only by connection_lost, the last callback
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -348,6 +349,7 @@ class Connection(asyncio.Protocol):
         if self._tunnel_answer is not None and not self._tunnel_answer.done():
             self._tunnel_answer.set_exception(Disconnected("the proxy closed the connection"))
         self._wake_writer(Disconnected("the upstream closed the connection"))
+        self.parser = None  # it holds this protocol's callbacks: let go, so that neither waits for the collector
 
     def pause_writing(self) -> None:
         if self._drained is None:
@@ -383,13 +385,14 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         response = self.response
-        assert response is not None
-        status = self.parser.get_status_code()
+        parser = self.parser
+        assert response is not None and parser is not None
+        status = parser.get_status_code()
         if 100 <= status < 200:
             response.raw_headers.clear()  # an interim answer (100 Continue): the real one follows
             response.reason = ""
             return
-        response.headers_done(status, self.parser.should_keep_alive())
+        response.headers_done(status, parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         assert self.response is not None
@@ -579,6 +582,7 @@ class Client:
                 self._sweeper = self.loop.call_later(self.keepalive_seconds, self._sweep)
         else:
             connection.close()
+            connection.response = None  # the connection and its answer hold each other
             self._open -= 1
         self._next_waiter()
 
@@ -619,26 +623,27 @@ class Client:
         an answer; an idempotent request is then sent once more on a new connection, as browsers do.
         """
         connection = await self._acquire()
+        response = Response(connection, method)
         try:
-            return await self._exchange(connection, method, target, headers, body, idle_timeout, deadline)
+            return await self._exchange(response, target, headers, body, idle_timeout, deadline)
         except Disconnected:
-            response = connection.response
-            if not (connection.reused and method in IDEMPOTENT and response is not None and not response.received
+            if not (connection.reused and method in IDEMPOTENT and not response.received
                     and not isinstance(body, AsyncIterator)):
                 raise
         for stale in self._idle:
             self._drop(stale)  # the upstream probably closed these as well
         self._idle.clear()
         connection = await self._acquire()
-        return await self._exchange(connection, method, target, headers, body, idle_timeout, deadline)
+        return await self._exchange(Response(connection, method), target, headers, body, idle_timeout, deadline)
 
-    async def _exchange(self, connection: Connection, method: str, target: str, headers: Any,
+    async def _exchange(self, response: Response, target: str, headers: Any,
                         body: bytes | AsyncIterator[bytes] | None, idle_timeout: float | None,
                         deadline: float | None) -> Response:
         origin = self.origin
         if origin.absolute_form:
             target = f"http://{origin.host_header}{target}"
-        response = Response(connection, method)
+        connection = response.connection
+        method = response.method
         connection.response = response
         try:
             head, chunked = request_head(method, target, origin.host_header, headers,
@@ -684,7 +689,9 @@ class Client:
         if connection.response is not response or response.released:
             return
         response.released = True
-        if not response.complete and response.error is None:
+        if response.error is not None:
+            response.error.__traceback__ = None  # its frames hold this answer: no cycle left behind
+        elif not response.complete:
             response.fail(Disconnected("the answer was abandoned"))
         response.stop_watch()
         if response.sender is not None and not response.sender.done():

@@ -186,18 +186,11 @@ class Upstream:
         try:
             response = await self.client.send(method, target or "/", headers or {}, data,
                                               idle_timeout=timeouts.read if stream else None, deadline=deadline)
-        except http1.ProxyRefused as exc:
-            raise self._proxy_failure(str(exc)) from None
-        except http1.ConnectFailed as exc:
-            if exc.to_proxy:
-                raise self._proxy_failure(f"cannot connect to the proxy ({exc.error.strerror or exc.error})") from None
-            raise self._unavailable(str(exc)) from None
-        except http1.CertificateFailed as exc:
-            raise self._unavailable(str(exc)) from None
-        except (TimeoutError, http1.Timeout):
-            raise self._timed_out() from None
-        except http1.TransportError as exc:
-            raise self._unavailable(str(exc)) from None
+        except (TimeoutError, http1.TransportError) as exc:
+            # Its traceback's frames hold the failed answer, which holds it: dropped, so that the
+            # answer and its connection are freed now, not at the collector's next full collection.
+            exc.__traceback__ = None
+            raise self._failure(exc) from None
         if response.status == 407 and self.route.proxy is not None:
             self.client.release(response)
             raise self._proxy_failure("the proxy asked for credentials (407)")
@@ -219,6 +212,16 @@ class Upstream:
             except http1.TransportError as exc:
                 raise self._unavailable(str(exc)) from None
             return Reply(response.status, response.headers, raw)
+
+    def _failure(self, exc: TimeoutError | http1.TransportError) -> errors.GatewayError:
+        """Our error for a request that got no answer."""
+        if isinstance(exc, http1.ProxyRefused):
+            return self._proxy_failure(str(exc))
+        if isinstance(exc, http1.ConnectFailed) and exc.to_proxy:
+            return self._proxy_failure(f"cannot connect to the proxy ({exc.error.strerror or exc.error})")
+        if isinstance(exc, (TimeoutError, http1.Timeout)):
+            return self._timed_out()
+        return self._unavailable(str(exc))
 
     def _timed_out(self) -> errors.GatewayError:
         log.warning("upstream %s timed out", self.name, extra={"upstream": self.name})

@@ -1,16 +1,19 @@
-"""The hot paths leave no cyclic garbage: the process's collector policy (gateway/runner.py) counts on it.
+"""Requests leave no cyclic garbage: the process's collector policy (gateway/runner.py) counts on it.
 
 Full collections are made rare because a relayed request, a minted session and a streamed turn are
-freed by reference counting alone. A reference cycle on one of those paths would make each of them
-wait for a full collection, and memory grow between two. Here the collector is stopped while the
-shipped chain handles each kind of request, then asked what it found unreachable.
+freed by reference counting alone, and so are the failures that keep objects of a long stream or a
+pooled connection (an upstream that drops, a stream it cuts). A reference cycle there would make
+those objects wait for a full collection, and memory grow between two. Here the collector is
+stopped while the shipped chain handles each kind of request, then asked what it found unreachable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
 from gateway import keys
@@ -69,7 +72,28 @@ async def test_relayed_requests_minted_sessions_and_streams_leave_no_cycles(aioh
         response, body = await stream_turn(client, await new_session(client, auth))
         assert response.status == 200 and body.count(b"\n\n") > 3
 
-    for name, run in (("relayed request", relayed), ("minted session", minted), ("streamed turn", streamed)):
+    async def upstream_failed() -> None:
+        response = await client.post("/api/chatkit/sessions", json={"user": "u1", "workflow": {"id": "wf_abc"}},
+                                     headers={**auth, "X-Fake-Fault": "status=503"})
+        assert response.status == 503
+
+    async def upstream_dropped() -> None:
+        response = await client.post("/api/chatkit/sessions", json={"user": "u1", "workflow": {"id": "wf_abc"}},
+                                     headers={**auth, "X-Fake-Fault": "drop"})
+        assert response.status == 502 and (await response.json())["error"] == "upstream_unavailable"
+
+    async def stream_cut() -> None:
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await stream_turn(client, await new_session(client, auth), "!!disconnect")
+
+    async def refused() -> None:
+        response = await client.post("/api/chatkit/sessions", json={"user": "u1"},
+                                     headers={"Authorization": "Bearer gk_not_a_key_of_this_gateway_000000"})
+        assert response.status == 401
+
+    for name, run in (("relayed request", relayed), ("minted session", minted), ("streamed turn", streamed),
+                      ("upstream error", upstream_failed), ("dropped upstream", upstream_dropped),
+                      ("stream the upstream cut", stream_cut), ("refused caller", refused)):
         await run()  # the first of a kind fills caches (metric children, compiled routes); those are not garbage
         unreachable_after(collector_stopped)
         for _ in range(5):
