@@ -34,7 +34,8 @@ def run_server(settings: Settings, plugin_classes: Mapping[str, type], environ: 
 
 # Full collections only after this many young ones (Python's default: 10). A full collection walks
 # every live object: with a thousand open streams, some 90,000 of them, a ~25 ms stop for every stream.
-# Streams and requests leave no cyclic garbage behind (bench/, axis 4), so waiting longer frees the same.
+# Requests and streams, failed ones included, leave no cyclic garbage (tests/test_garbage.py), so
+# waiting longer frees the same.
 FULL_COLLECTION_EVERY = 1000
 
 
