@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from . import errors
@@ -12,11 +12,11 @@ from . import errors
 
 async def json_object(request: web.Request, *, required: bool = True) -> dict[str, Any]:
     """The body as a JSON object; an empty body is {} when the body is optional."""
-    text = await request.text()
-    if not text.strip() and not required:
+    raw = await request.read()
+    if not raw.strip() and not required:
         return {}
     try:
-        value = json.loads(text)
+        value = orjson.loads(raw)  # JSON is UTF-8 (RFC 8259): another charset is not JSON
     except ValueError:
         raise errors.InvalidJSON() from None
     if not isinstance(value, dict):

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import orjson
 from aiohttp import web
 
 from . import errors, keys
@@ -328,8 +328,10 @@ async def create_session(request: web.Request) -> web.Response:
     registry.note_session_outcome(entry.slug, None)
     book.issue(SessionRecord(session.id, principal.id, entry.slug, secret_hash(session.client_secret), now,
                              session.expires_at))
-    response = web.json_response({"client_secret": session.client_secret, "expires_at": session.expires_at,
-                                  "session_id": session.id, "workflow": {"slug": entry.slug, "label": entry.label}})
+    response = web.Response(body=orjson.dumps({"client_secret": session.client_secret, "expires_at": session.expires_at,
+                                               "session_id": session.id,
+                                               "workflow": {"slug": entry.slug, "label": entry.label}}),
+                            content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -369,7 +371,7 @@ async def cancel_session(request: web.Request) -> web.Response:
 def remember_relayed(request: web.Request, raw: bytes) -> None:
     """Record a session minted through the relay (the SDK's sessions.create), so its secret is honoured."""
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
         session = minted(data, UPSTREAM_TTL_SECONDS, time.time())
     except ValueError as exc:
         log.warning("a session minted through the relay could not be recorded: %s", exc)

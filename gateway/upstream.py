@@ -8,7 +8,6 @@ credentials), an unreachable host `upstream_unavailable`, a slow one `upstream_t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -19,6 +18,7 @@ from urllib.request import proxy_bypass_environment
 
 import aiohttp
 import certifi
+import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -35,7 +35,7 @@ CHATKIT_BETA = "chatkit_beta=v1"  # the OpenAI-Beta value every ChatKit REST cal
 def error_message(raw: bytes) -> str:
     """The message of an upstream error body (OpenAI's shape, else the text), secrets masked."""
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
         message = body["error"]["message"] if isinstance(body.get("error"), dict) else str(body)
     except (ValueError, KeyError, TypeError, AttributeError):
         message = raw.decode("utf-8", "replace")
@@ -96,7 +96,7 @@ class Reply:
     def json(self) -> Any:
         """The body parsed as JSON, or None when it is not JSON."""
         try:
-            return json.loads(self.body)
+            return orjson.loads(self.body)
         except ValueError:
             return None
 
@@ -203,7 +203,7 @@ class Upstream:
             raise errors.UpstreamNotConfigured()
         sent = {"Authorization": "Bearer " + self.api_key.reveal(), "Accept": "application/json",
                 "Content-Type": "application/json", **(headers or {})}
-        data = json.dumps(body).encode() if body is not None else b""
+        data = orjson.dumps(body) if body is not None else b""
         async with self.request("POST", path, headers=sent, data=data, stream=False) as response:
             try:
                 raw = await response.read()
