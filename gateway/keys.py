@@ -64,6 +64,8 @@ peer_trusted = web.RequestKey("peer_trusted", bool)
 principal = web.RequestKey("principal", "Principal")
 # The workflow this request is for, when it can be known without reading the body.
 workflow = web.RequestKey("workflow", "WorkflowEntry")
+# The request's ChatKit client secret once checked, and its active session record (None: not one of ours).
+checked_session = web.RequestKey("checked_session", "tuple[str, SessionRecord | None]")
 # Facts about the upstream exchange (timings, bytes, events), filled by the handlers.
 exchange = web.RequestKey("exchange", "Exchange")
 # Callables that see each streamed chunk as it goes out (they must not block or keep it).

@@ -270,7 +270,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
     exchange.upstream = upstream.name
     client_secret = client_secret_of(request)
     if client_secret is not None:
-        if await app[keys.sessions].check(client_secret) is None:
+        if await sessions.session_behind(request, client_secret) is None:
             raise errors.InvalidClientSecret()
     else:
         if app.get(keys.auth_required) and keys.principal not in request:

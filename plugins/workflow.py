@@ -10,6 +10,7 @@ from gateway import keys
 from gateway.chain import Handler
 from gateway.registry import WorkflowEntry
 from gateway.relay import client_secret_of
+from gateway.sessions import session_behind
 
 HEADER = "X-ChatKit-Workflow"
 QUERY = "workflow"
@@ -38,7 +39,7 @@ class Workflow:
 
 async def session_workflow(request: web.Request, client_secret: str) -> WorkflowEntry | None:
     """The workflow of the session behind `client_secret`, if it is one this gateway issued."""
-    record = await request.app[keys.sessions].check(client_secret)
+    record = await session_behind(request, client_secret)
     if record is not None and record.slug is not None:
         return request.app[keys.registry].find(record.slug)
     return None

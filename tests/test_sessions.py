@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from gateway import keys
+from gateway.sessions import LOOKUP_PAUSES
 from tests.hosted_harness import ADMIN, ALICE, BOB, eventually, start
 
 SUPPORT = """
@@ -274,3 +275,23 @@ async def test_a_session_minted_through_the_relay_is_recorded_and_honoured(aioht
     status, _ = await gateway.call("POST", f"/api/chatkit/sessions/{minted['id']}/cancel", ALICE)
     assert status == 200
     assert gateway.app[keys.sessions].active(minted["client_secret"]) is None
+
+
+async def test_a_secret_nobody_here_issued_is_looked_for_once_per_request(aiohttp_client, tmp_path, fake_openai):
+    # The workflow plugin and the relay both need the session behind the secret; a miss waits on the
+    # store for another worker's write, and that wait is paid once, not by each of them.
+    gateway = await start(aiohttp_client, tmp_path, fake_openai, SUPPORT)
+    store = gateway.app[keys.store]
+    looked_up = []
+    by_hash = store.session_by_hash
+
+    async def counting(digest):
+        looked_up.append(digest)
+        return await by_hash(digest)
+
+    store.session_by_hash = counting
+    status, body = await gateway.call("POST", "/api/chatkit/conversation",
+                                      headers={"Authorization": "Bearer ek_unknown_0000000000"},
+                                      json={"type": "threads.list", "params": {}})
+    assert (status, body["error"]) == (401, "invalid_client_secret")
+    assert len(looked_up) == len(LOOKUP_PAUSES) and len(set(looked_up)) == 1
