@@ -58,7 +58,7 @@ def write_config(directory: Path, port: int, upstream_port: int, chain: Chain) -
         "server": {"host": "127.0.0.1", "port": port},
         "upstream": {"base": f"http://127.0.0.1:{upstream_port}", "api_key_env": UPSTREAM_KEY_ENV,
                      "max_connections": 0},  # 0 = no pool limit: 1,000 streams need 1,000 upstream connections
-        "log": {"level": "WARNING", "format": "json"},
+        "log": {"level": "INFO", "format": "json"},  # the default: one access line per request
         "storage": {"path": str(directory / "gateway.db")},
         "plugins": chain.plugins,
     }

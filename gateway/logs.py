@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+import orjson
+
 # Anything shaped like a secret, wherever it reaches a log message.
 SECRET_PATTERNS = re.compile(
     r"(?P<bearer>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"
@@ -65,7 +67,6 @@ class RedactingFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
-        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps builds one per call
         self._second = (-1, "")  # (whole second, its "YYYY-MM-DDTHH:MM:SS"): one strftime a second
 
     def timestamp(self, created: float) -> str:
@@ -88,7 +89,10 @@ class JsonFormatter(logging.Formatter):
                 line[name] = fields[name]
         if record.exc_info:
             line["traceback"] = redact(self.formatException(record.exc_info))
-        return self._encode(line)
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:  # what orjson refuses (an integer past 64 bits) still makes a line
+            return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 class TextFormatter(logging.Formatter):
@@ -104,6 +108,8 @@ def configure_logging(level: str, fmt: str, stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactingFilter())
+    # No line shows the thread or process: their names are not looked up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
