@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.chain import Handler, ended_by, route_of
-from gateway.logs import ALLOWED_FIELDS
+from gateway.logs import ALLOWED_FIELDS, log_line
 
 REASONS = {status.value: status.phrase for status in HTTPStatus} | {499: "Client Closed Request"}
 EXTRA_FIELDS = frozenset(ALLOWED_FIELDS)  # what handlers may add through request[keys.log_fields]
@@ -69,7 +69,4 @@ class AccessLog:
         extra = request.get(keys.log_fields)
         if extra:
             fields = {**{k: v for k, v in extra.items() if k in EXTRA_FIELDS}, **fields}
-        # makeRecord + handle: what log.info does, minus the stack walk that finds the caller's line.
-        self.log.handle(self.log.makeRecord(self.log.name, logging.INFO, __file__, 0, '"%s %s" %d %s',
-                                            (request.method, path, status, REASONS.get(status, "")), None,
-                                            extra=fields))
+        log_line(self.log, f'"{request.method} {path}" {status} {REASONS.get(status, "")}', fields)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from aiohttp import web
 
 from gateway import keys
+from gateway.logs import log_line
 from tests.harness import gateway_settings, start_gateway
 from tests.plugin_helpers import (
     ACCESS_FIELDS, KEY, access_lines, captured_logs, gateway_with, json_lines, new_session, plugins_yaml, turn,
@@ -184,3 +186,27 @@ async def test_no_secret_from_headers_query_body_or_upstream_errors_reaches_a_lo
     for line in json_lines(logs):
         assert set(line) <= ACCESS_FIELDS | {"logger", "upstream", "proxy", "host", "key_fingerprint", "reason",
                                              "traceback", "config", "detail", "kind", "slug", "outcome"}
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_line_written_without_a_log_record_is_the_line_logging_writes(fmt):
+    # log_line skips the LogRecord when the gateway's handler is the only one; with another handler on
+    # the root (pytest's caplog, say) it goes through logging. Both must write the same redacted line.
+    fields = {"request_id": "r1", "method": "GET", "path": "/api/chatkit/x/ek_leaked_secret_0000", "status": 200,
+              "principal": "key:bench", "workflow": None, "bytes_in": 2 ** 70, "not_a_field": "dropped"}
+    message = '"GET /api/chatkit/x/ek_leaked_secret_0000" 200 OK'
+    lines = []
+    for extra_handler in (None, logging.NullHandler()):
+        with captured_logs(fmt) as stream:
+            root = logging.getLogger()
+            if extra_handler is not None:
+                root.addHandler(extra_handler)
+            try:
+                log_line(logging.getLogger("backend"), message, fields)
+            finally:
+                if extra_handler is not None:
+                    root.removeHandler(extra_handler)
+        [line] = stream.getvalue().splitlines()
+        lines.append(json.loads(line) | {"ts": None} if fmt == "json" else line)
+    assert lines[0] == lines[1]
+    assert "ek_leaked" not in str(lines[0]) and "not_a_field" not in str(lines[0])
