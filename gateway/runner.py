@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Mapping
 
 from aiohttp import web
 
+from . import collector
 from .app import create_app
 from .logs import configure_logging
 from .settings import Settings, load_settings
@@ -21,7 +21,7 @@ def run_server(settings: Settings, plugin_classes: Mapping[str, type], environ: 
     except ImportError:
         uvloop = None
     app = create_app(settings, plugin_classes, environ)
-    app.on_startup.append(freeze_startup_heap)  # last, after every resource has opened
+    app.cleanup_ctx.append(collector.policy())  # last, after every resource has opened
     runner_kwargs = dict(host=settings.server.host, port=settings.server.port, access_log=None,
                          print=None, handler_cancellation=True, reuse_port=reuse_port,
                          shutdown_timeout=settings.server.drain_seconds)
@@ -30,26 +30,6 @@ def run_server(settings: Settings, plugin_classes: Mapping[str, type], environ: 
     else:
         web.run_app(app, **runner_kwargs)
     return 0
-
-
-# Full collections only after this many young ones (Python's default: 10). A full collection walks
-# every live object: with a thousand open streams, some 90,000 of them, a ~25 ms stop for every stream.
-# Requests and streams, failed ones included, leave no cyclic garbage (tests/test_garbage.py), so
-# waiting longer frees the same.
-FULL_COLLECTION_EVERY = 1000
-
-
-async def freeze_startup_heap(app: web.Application) -> None:
-    """Move what start-up built (modules, the app, its resources) out of the cyclic collector's sight,
-    and make full collections rare.
-
-    Those objects live as long as the process, yet every full collection would walk them all again.
-    Frozen objects are still freed by reference counting; only cycles among them would stay.
-    """
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 def run_worker(config_path: str | None, environ: Mapping[str, str], plugin_classes: Mapping[str, type]) -> int:

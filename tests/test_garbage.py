@@ -1,4 +1,4 @@
-"""Requests leave no cyclic garbage: the process's collector policy (gateway/runner.py) counts on it.
+"""Requests leave no cyclic garbage: the process's collector policy (gateway/collector.py) counts on it.
 
 Full collections are made rare because a relayed request, a minted session and a streamed turn are
 freed by reference counting alone, and so are the failures that keep objects of a long stream or a
@@ -9,14 +9,16 @@ stopped while the shipped chain handles each kind of request, then asked what it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from gateway import keys
+from gateway import collector, keys
 from tests.plugin_helpers import KEY, gateway_with, new_session, stream_turn
 
 SHIPPED_CHAIN = ("access_log", "metrics", "auth", "workflow")
@@ -102,3 +104,20 @@ async def test_relayed_requests_minted_sessions_and_streams_leave_no_cycles(aioh
         kinds = sorted({type(obj).__qualname__ for obj in found})
         assert not found, f"a {name} left {len(found)} objects in reference cycles: {kinds}"
     assert client.app[keys.sessions] is not None
+
+
+async def test_the_collector_policy_freezes_the_start_up_heap_and_still_collects_on_its_timer():
+    app = web.Application()
+    app.cleanup_ctx.append(collector.policy(every_seconds=0.05))
+    saved = gc.get_threshold()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        assert gc.get_freeze_count() > 0  # what start-up built is out of the collector's sight
+        assert gc.get_threshold() == (saved[0], saved[1], collector.FULL_COLLECTION_EVERY)
+        full = gc.get_stats()[2]["collections"]
+        await asyncio.sleep(0.3)
+        assert gc.get_stats()[2]["collections"] >= full + 2  # the timer's full collections, every 0.05 s
+    finally:
+        await runner.cleanup()
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == saved
