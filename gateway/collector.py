@@ -30,7 +30,6 @@ def policy(every_seconds: float = FULL_COLLECTION_SECONDS) -> Callable[[web.Appl
         gc.collect()
         gc.freeze()  # frozen objects are still freed by reference counting; only cycles among them would stay
         gc.set_threshold(saved[0], saved[1], FULL_COLLECTION_EVERY)
-        timer: asyncio.TimerHandle | None = None
 
         def collect() -> None:
             nonlocal timer

@@ -580,11 +580,10 @@ class Client:
             self._idle.append(connection)
             if self._sweeper is None:
                 self._sweeper = self.loop.call_later(self.keepalive_seconds, self._sweep)
+            self._next_waiter()
         else:
-            connection.close()
             connection.response = None  # the connection and its answer hold each other
-            self._open -= 1
-        self._next_waiter()
+            self._drop(connection)
 
     def _drop(self, connection: Connection) -> None:
         connection.close()

@@ -53,15 +53,18 @@ class RedactingFilter(logging.Filter):
     """Masks secrets in the final message and in every allowed extra field."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        record.msg = redact(message)
+        record.msg = redact(record.getMessage())
         record.args = None
-        fields = record.__dict__
-        for name in ALLOWED_NAMES.intersection(fields):  # the allowed fields this record has
-            value = fields[name]
-            if isinstance(value, str):
-                fields[name] = redact(value)
+        redact_fields(record.__dict__)
         return True
+
+
+def redact_fields(fields: dict[str, Any]) -> None:
+    """Mask secrets in the text of every allowed field of `fields`, in place."""
+    for name in ALLOWED_NAMES.intersection(fields):
+        value = fields[name]
+        if isinstance(value, str):
+            fields[name] = redact(value)
 
 
 class JsonFormatter(logging.Formatter):
@@ -115,18 +118,20 @@ class LineHandler(logging.StreamHandler):
     """The one handler, on stdout: every record redacted (RedactingFilter) and formatted; and lines made
     from fields already collected, written without a LogRecord (`write_line`)."""
 
+    formatter: JsonFormatter | TextFormatter
+
     def __init__(self, stream: Any, formatter: JsonFormatter | TextFormatter) -> None:
         super().__init__(stream)
         self.setFormatter(formatter)
         self.addFilter(RedactingFilter())
-        self.lines = formatter
 
     def write_line(self, name: str, message: str, fields: dict[str, Any]) -> None:
         """The INFO line of logger `name` that a record of `message` and `fields` would make, redacted as
         RedactingFilter does. A LogRecord and its trip through the logging machinery cost a tenth of a
         relayed request's CPU, for the access line every request writes."""
-        text = self.lines.line(name, "INFO", time.time(), redact(message),
-                               {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()})
+        fields = dict(fields)
+        redact_fields(fields)
+        text = self.formatter.line(name, "INFO", time.time(), redact(message), fields)
         self.acquire()
         try:
             self.stream.write(text + self.terminator)

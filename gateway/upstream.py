@@ -207,10 +207,8 @@ class Upstream:
         async with self.request("POST", path, headers=sent, data=data, stream=False) as response:
             try:
                 raw = await response.read()
-            except http1.Timeout:
-                raise self._timed_out() from None
             except http1.TransportError as exc:
-                raise self._unavailable(str(exc)) from None
+                raise self._failure(exc) from None
             return Reply(response.status, response.headers, raw)
 
     def _failure(self, exc: TimeoutError | http1.TransportError) -> errors.GatewayError:
