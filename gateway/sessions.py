@@ -148,7 +148,7 @@ class SessionBook:
             return record
         cancelled = dataclasses.replace(record, status="cancelled")
         self._keep(cancelled)
-        self._later(session_status(session_id, "cancelled"))
+        self._later(session_status(record.secret_hash, "cancelled"))
         return cancelled
 
     def audit(self, actor: str, action: str, obj: str, before: Any, after: Any) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.sessions import SessionBook, secret_hash
 from gateway.settings import SessionsSettings
-from gateway.storage import Conflict, SessionRecord, Store, session_insert
+from gateway.storage import MIGRATIONS, Conflict, SessionRecord, Store, session_insert
 
 T = TypeVar("T")
 
@@ -170,3 +170,52 @@ async def test_write_batch_lands_every_good_write_around_a_bad_one(opened):
     outcomes = await opened.store.write_batch(writes)
     assert outcomes[0] is None and isinstance(outcomes[1], Conflict) and outcomes[2] is None
     assert sorted(r.id for r in await opened.other.live_sessions(0)) == ["cksess_1", "cksess_3"]
+
+
+async def test_a_store_from_before_sessions_were_keyed_by_secret_hash_keeps_them(tmp_path):
+    """The migration that rebuilt the sessions table (version 3 -> 4) carries every row over."""
+    path = tmp_path / "gateway.db"
+    with raw(path) as db:
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        db.execute(*session_insert(record(1)))
+        db.execute(*session_insert(record(2)))
+    store = Store(str(path))
+    await store.open()
+    book = SessionBook(store, SessionsSettings())
+    await book.open()
+    try:
+        assert book.active("ek_secret_1").id == "cksess_1"
+        book.cancel("cksess_2")
+        await within(book.flush())
+        assert [r.id for r in await store.cancelled_sessions(0)] == ["cksess_2"]
+        assert sorted(r.id for r in await store.live_sessions(0)) == ["cksess_1", "cksess_2"]
+    finally:
+        await book.close()
+        await store.close()
+
+
+async def test_session_rows_keep_one_random_keyed_index_and_every_lookup_uses_an_index(opened):
+    """Each issued session is a row, and an index keyed by a random value costs ~10 µs of CPU per row
+    (BENCHMARKS.md): the secret hash's is the only one an insert maintains, besides expires_at's (in time
+    order: cheap). The lookup by secret, the cancel, the purge and the poll for other workers' cancels
+    must not scan the table."""
+    statements = await traced(opened.store)
+    opened.book.issue(record(1))
+    await within(opened.book.flush())
+    opened.book.cancel("cksess_1")
+    await within(opened.book.flush())
+    await opened.store.session_by_hash(record(1).secret_hash)
+    await opened.store.cancelled_sessions(0)
+    opened.book.purge(time.time())
+    await within(opened.book.flush())
+    await opened.store.db.set_trace_callback(None)
+    lookups = [s for s in statements if s.startswith(("SELECT * FROM sessions", "UPDATE sessions", "DELETE FROM sessions"))]
+    assert len(lookups) == 4, statements
+    with raw(opened.path) as db:
+        for sql in lookups:
+            plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "USING INDEX" in plan, (sql, plan)
+        indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'")
+        written_by_insert = {name for name, sql in indexes if sql is None or "WHERE status = 'cancelled'" not in sql}
+    assert written_by_insert == {"sqlite_autoindex_sessions_1", "sessions_expires_at"}  # the first: secret_hash UNIQUE
