@@ -86,7 +86,13 @@ class JsonFormatter(logging.Formatter):
         return encoded(line)
 
     def line(self, name: str, level: str, created: float, message: str, fields: dict[str, Any]) -> str:
-        return encoded(self.line_of(name, level, created, message, fields))
+        """The line of a message and fields that no filter has seen (write_line's), redacted here:
+        one pass over the fields, one dict, in the fields' own order."""
+        line: dict[str, Any] = {"ts": self.timestamp(created), "level": level, "logger": name, "msg": redact(message)}
+        for field, value in fields.items():
+            if field in ALLOWED_NAMES:
+                line[field] = redact(value) if isinstance(value, str) else value
+        return encoded(line)
 
     def line_of(self, name: str, level: str, created: float, message: str, fields: dict[str, Any]) -> dict[str, Any]:
         line: dict[str, Any] = {"ts": self.timestamp(created), "level": level, "logger": name, "msg": message}
@@ -111,7 +117,7 @@ class TextFormatter(logging.Formatter):
         return redact(super().formatException(ei))
 
     def line(self, name: str, level: str, created: float, message: str, fields: dict[str, Any]) -> str:
-        return f"{level:<5} {name} - {message}"
+        return f"{level:<5} {name} - {redact(message)}"
 
 
 class LineHandler(logging.StreamHandler):
@@ -129,9 +135,7 @@ class LineHandler(logging.StreamHandler):
         """The INFO line of logger `name` that a record of `message` and `fields` would make, redacted as
         RedactingFilter does. A LogRecord and its trip through the logging machinery cost a tenth of a
         relayed request's CPU, for the access line every request writes."""
-        fields = dict(fields)
-        redact_fields(fields)
-        text = self.formatter.line(name, "INFO", time.time(), redact(message), fields)
+        text = self.formatter.line(name, "INFO", time.time(), message, fields)
         self.acquire()
         try:
             self.stream.write(text + self.terminator)
