@@ -132,6 +132,15 @@ class Bench:
                                       cwd=str(Path(__file__).resolve().parent.parent)), port)
         return Peer(name, port, "/api/chatkit/sessions", "", process)
 
+    def bare_peer(self) -> Peer:
+        """The gateway's upstream client behind a bare httptools server: what aiohttp's server costs."""
+        port = free_port()
+        process = self._start(Process("bare", [sys.executable, "-m", "bench.bare_proxy", "--port", str(port),
+                                               "--upstream-port", str(self.json_port)],
+                                      cpu=PROXY_CPU, log=self.workdir / "proxy-bare.log",
+                                      cwd=str(Path(__file__).resolve().parent.parent)), port)
+        return Peer("bare: httptools server + gateway client", port, "/api/chatkit/sessions", "", process)
+
     def nginx_peer(self) -> Peer:
         return Peer("nginx", self.nginx_port, "/api/chatkit/sessions", "/api/chatkit/stream", self.nginx)
 
