@@ -71,20 +71,55 @@ class Bounded:
         return value
 
 
+class LoopValue:
+    """prometheus_client's MutexValue without its lock, for the values only the event loop's thread moves
+    and reads (requests, and /metrics served on the same loop): each of a request's ~10 increments took
+    and released a lock. In multiprocess mode the values live in files and are left as they are."""
+
+    __slots__ = ("_exemplar", "_value")
+
+    def __init__(self, value: float) -> None:
+        self._value = value
+        self._exemplar: Any = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
+def unlocked(value: Any) -> Any:
+    return LoopValue(value.get()) if type(value) is values.MutexValue else value
+
+
 def value_of(metric: Counter | Gauge) -> Any:
-    """The value a counter child or a gauge keeps, to `inc()` directly: what Counter.inc and Gauge.inc do
-    after their per-call checks (prometheus-client is pinned; tests/test_metrics.py checks the equivalence)."""
+    """The value a counter child or a gauge keeps, unlocked, to `inc()` directly: what Counter.inc and
+    Gauge.inc do after their per-call checks (prometheus-client is pinned; tests/test_metrics.py checks
+    the equivalence)."""
+    metric._value = unlocked(metric._value)
     return metric._value
 
 
 class Buckets:
     """A histogram child's observe(): its sum and the first bucket whose bound holds the amount, found by
-    bisection instead of prometheus_client's per-call checks and loop over the bounds."""
+    bisection instead of prometheus_client's per-call checks and loop over the bounds; its values unlocked."""
 
     __slots__ = ("bounds", "buckets", "sum")
 
     def __init__(self, child: Histogram) -> None:
         self.bounds = tuple(child._upper_bounds)  # the last is +Inf
+        child._buckets[:] = [unlocked(bucket) for bucket in child._buckets]
+        child._sum = unlocked(child._sum)
         self.buckets = child._buckets
         self.sum = child._sum
 
