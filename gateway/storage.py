@@ -82,6 +82,7 @@ MIGRATIONS: tuple[str, ...] = (
     # on a random key costs ~10 µs of CPU per row (a B-tree page rewritten into the WAL), where one on
     # expires_at (rows arrive in time order) costs ~1. Cancels are written by secret hash; the cancelled
     # sessions other workers poll for have a partial index, which an insert (status 'active') never touches.
+    # Expired rows, which the purge would drop anyway, are not carried over.
     """
     CREATE TABLE sessions_by_hash (
         id TEXT NOT NULL,
@@ -92,7 +93,8 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at REAL NOT NULL,
         status TEXT NOT NULL DEFAULT 'active'
     );
-    INSERT INTO sessions_by_hash SELECT id, principal, slug, secret_hash, created_at, expires_at, status FROM sessions;
+    INSERT INTO sessions_by_hash SELECT id, principal, slug, secret_hash, created_at, expires_at, status FROM sessions
+        WHERE expires_at > CAST(strftime('%s', 'now') AS REAL);
     DROP TABLE sessions;
     ALTER TABLE sessions_by_hash RENAME TO sessions;
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
