@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -459,7 +459,7 @@ def request_head(method: str, target: str, host: str, headers: Any, framing: Ite
     """
     lines = [f"{method} {target} HTTP/1.1", "Host: " + host]
     has_length = False
-    for name, value in headers.items():
+    for name, value in headers.items() if isinstance(headers, Mapping) else headers:
         lower = name.lower()
         if lower == "host":
             continue
@@ -615,7 +615,7 @@ class Client:
 
     async def send(self, method: str, target: str, headers: Any, body: bytes | AsyncIterator[bytes] | None,
                    *, idle_timeout: float | None, deadline: float | None) -> Response:
-        """Send a request (`headers`: any mapping with items()) and wait for the answer's head.
+        """Send a request (`headers`: a mapping, or (name, value) pairs) and wait for the answer's head.
         Call `release(response)` when done with it.
 
         A kept-alive connection the upstream closed as it was being reused fails before any byte of

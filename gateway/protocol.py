@@ -40,13 +40,13 @@ async def relay_to_server(request: web.Request) -> web.StreamResponse:
     request.setdefault(keys.log_fields, {})["operation"] = operation
 
     headers = passed_headers(request, drop_prefix=identity.PREFIX)
-    headers.update(identity.signed_headers(
+    headers += identity.signed_headers(
         secret.reveal(), user=app[keys.sessions].user_of(principal.id), name=principal.name,
-        groups=principal.groups, workflow=entry.slug))
+        groups=principal.groups, workflow=entry.slug).items()
     async with app[keys.servers].lease(entry) as upstream:
         exchange.upstream = upstream.name
         if upstream.api_key:
-            headers["Authorization"] = "Bearer " + upstream.api_key.reveal()
+            headers.append(("Authorization", "Bearer " + upstream.api_key.reveal()))
         elif entry.api_key_env:
             raise errors.UpstreamNotConfigured(f"{entry.api_key_env}, the variable holding this ChatKit server's "
                                                "key, is not set.", slug=entry.slug)

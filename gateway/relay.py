@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from aiohttp import HttpVersion11, web
-from multidict import CIMultiDict
 
 from . import errors, http1, keys, scoping, sessions
 from .exchange import Exchange
@@ -39,6 +38,8 @@ REQUEST_DROP = HOP_BY_HOP | frozenset({
     "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "forwarded",
     "x-chatkit-workflow",
 })
+# A session minted through the relay is read whole to record its secret: asked for uncompressed.
+MINTING_DROP = REQUEST_DROP | {"accept-encoding"}
 # On every event stream the gateway sends: no proxy may buffer it, no cache may keep it.
 STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 # Bytes queued for a slow client at which an event stream's upstream stops being read, and resumes.
@@ -116,35 +117,47 @@ def connection_tokens(headers: Mapping[str, str] | web.BaseRequest) -> frozenset
     return frozenset(token.strip().lower() for token in value.split(","))
 
 
-def passed_headers(request: web.Request, drop_prefix: str | None = None) -> CIMultiDict[str]:
-    """The client's headers any upstream may see (plus `X-Forwarded-*` and `X-Request-ID`), without credentials."""
-    # One pass, then one CIMultiDict: the names set below are all in REQUEST_DROP, so appending them
-    # cannot duplicate a client's header (and needs none of CIMultiDict's replace-by-name scans).
+Headers = list[tuple[str, str]]
+
+
+def passed_headers(request: web.Request, drop_prefix: str | None = None, dropped: frozenset[str] = REQUEST_DROP) -> Headers:
+    """The client's headers any upstream may see (plus `X-Forwarded-*` and `X-Request-ID`), without credentials,
+    as (name, value) pairs. The names the gateway sets itself are all in REQUEST_DROP, so a caller appends
+    them without duplicating a client's header (plain pairs: no CIMultiDict built, no scan by name)."""
     named = connection_tokens(request)
     kept = [(name, value) for name, value in request.headers.items()
-            if (lower := name.lower()) not in REQUEST_DROP and lower not in named
+            if (lower := name.lower()) not in dropped and lower not in named
             and not (drop_prefix and lower.startswith(drop_prefix))]
     forwarded_proto = request.headers.get("X-Forwarded-Proto") if request[keys.peer_trusted] else None
     kept += (("X-Forwarded-For", request[keys.client_ip]), ("X-Forwarded-Proto", forwarded_proto or request.scheme),
              ("X-Request-ID", request[keys.request_id]))
-    return CIMultiDict(kept)
+    return kept
 
 
-def upstream_headers(request: web.Request, upstream: Upstream, client_secret: str | None) -> CIMultiDict[str]:
+def upstream_headers(request: web.Request, upstream: Upstream, client_secret: str | None, minting: bool) -> Headers:
     """The request's headers as the model API should see them."""
-    headers = passed_headers(request)
+    headers = passed_headers(request, dropped=MINTING_DROP if minting else REQUEST_DROP)
     if client_secret is not None:
-        headers["Authorization"] = "Bearer " + client_secret
-        if "OpenAI-Beta" in request.headers:
-            headers["OpenAI-Beta"] = request.headers["OpenAI-Beta"]
+        headers.append(("Authorization", "Bearer " + client_secret))
+        beta = request.headers.get("OpenAI-Beta")
+        if beta is not None:
+            headers.append(("OpenAI-Beta", beta))
     else:
         assert upstream.api_key is not None
-        headers["Authorization"] = "Bearer " + upstream.api_key.reveal()
-        headers["OpenAI-Beta"] = CHATKIT_BETA
+        headers += (("Authorization", "Bearer " + upstream.api_key.reveal()), ("OpenAI-Beta", CHATKIT_BETA))
+    if minting:
+        headers.append(("Accept-Encoding", "identity"))
     return headers
 
 
-def response_headers(upstream_response: http1.Response) -> CIMultiDict[str]:
+def replaced(headers: Headers, name: str, value: str) -> Headers:
+    """`headers` with `name` (any case) set to `value` alone."""
+    lower = name.lower()
+    return [(n, v) for n, v in headers if n.lower() != lower] + [(name, value)]
+
+
+def response_headers(upstream_response: http1.Response) -> Headers:
+    """The upstream answer's headers the client may see, as pairs for the aiohttp response to take."""
     received = upstream_response.headers
     named = connection_tokens(received)
     kept = [(name, value) for name, value in received.items()
@@ -152,7 +165,7 @@ def response_headers(upstream_response: http1.Response) -> CIMultiDict[str]:
     upstream_id = received.get("X-Request-ID")
     if upstream_id is not None:
         kept.append(("X-Upstream-Request-ID", upstream_id))
-    return CIMultiDict(kept)
+    return kept
 
 
 def is_event_stream(content_type: str | None) -> bool:
@@ -247,15 +260,13 @@ async def outgoing(request: web.Request, tail: str, upstream: Upstream, client_s
                    minting: bool) -> Call:
     """The request to send upstream. Its headers and body are built here, so that they are not held
     by the handler for as long as a stream lasts."""
-    headers = upstream_headers(request, upstream, client_secret)
+    headers = upstream_headers(request, upstream, client_secret, minting)
     query = upstream_query(request.rel_url.raw_query_string)
-    if minting:
-        headers["Accept-Encoding"] = "identity"  # so that the answer can be read to record its secret
     body: bytes | AsyncIterator[bytes] | None = None
     if client_secret is None and scoping.needs_scoping(request):
         body, query = await scoping.restrict(request, tail, query)
         if body is not None:
-            headers["Content-Length"] = str(len(body))
+            headers = replaced(headers, "Content-Length", str(len(body)))
     if body is None:
         body = relayed_body(request, request.app[keys.settings].server.max_body_bytes, request[keys.exchange])
     return upstream.request(request.method, "/v1/chatkit/" + tail, query=query, headers=headers, data=body)

@@ -18,9 +18,13 @@ async def test_a_user_minting_through_the_relay_gets_a_session_for_their_own_use
     status, session = await gateway.call("POST", "/api/chatkit/sessions", ALICE,
                                          json={"user": "bob@example.com", "workflow": {"id": "wf_abc"}})
     assert status == 200, session
-    sent = fake_openai.requests_to("/v1/chatkit/sessions")[-1].json()
+    received = fake_openai.requests_to("/v1/chatkit/sessions")[-1]
+    sent = received.json()
     assert sent["user"] == own_user(gateway, "alice") != "bob@example.com"
     assert sent["workflow"] == {"id": "wf_abc"}
+    # The rewritten body's own length, once; the answer asked for uncompressed (its secret is read).
+    assert received.headers["content-length"] == str(len(received.body))
+    assert received.headers["accept-encoding"] == "identity"
 
 
 async def test_a_user_listing_threads_sees_only_their_own(aiohttp_client, tmp_path, fake_openai):
