@@ -120,7 +120,8 @@ def connection_tokens(headers: Mapping[str, str] | web.BaseRequest) -> frozenset
 Headers = list[tuple[str, str]]
 
 
-def passed_headers(request: web.Request, drop_prefix: str | None = None, dropped: frozenset[str] = REQUEST_DROP) -> Headers:
+def passed_headers(request: web.Request, drop_prefix: str | None = None,
+                   dropped: frozenset[str] = REQUEST_DROP) -> Headers:
     """The client's headers any upstream may see (plus `X-Forwarded-*` and `X-Request-ID`), without credentials,
     as (name, value) pairs. The names the gateway sets itself are all in REQUEST_DROP, so a caller appends
     them without duplicating a client's header (plain pairs: no CIMultiDict built, no scan by name)."""

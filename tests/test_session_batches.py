@@ -191,7 +191,8 @@ async def test_a_store_from_before_sessions_were_keyed_by_secret_hash_keeps_them
         book.cancel("cksess_2")
         await within(book.flush())
         assert [r.id for r in await store.cancelled_sessions(0)] == ["cksess_2"]
-        assert sorted(r.id for r in await store.live_sessions(0)) == ["cksess_1", "cksess_2"]  # (0: an expired row would be listed too)
+        # live_sessions(0) would list an expired row too: none was carried over
+        assert sorted(r.id for r in await store.live_sessions(0)) == ["cksess_1", "cksess_2"]
     finally:
         await book.close()
         await store.close()
@@ -212,7 +213,8 @@ async def test_session_rows_keep_one_random_keyed_index_and_every_lookup_uses_an
     opened.book.purge(time.time())
     await within(opened.book.flush())
     await opened.store.db.set_trace_callback(None)
-    lookups = [s for s in statements if s.startswith(("SELECT * FROM sessions", "UPDATE sessions", "DELETE FROM sessions"))]
+    lookups = [s for s in statements
+               if s.startswith(("SELECT * FROM sessions", "UPDATE sessions", "DELETE FROM sessions"))]
     assert len(lookups) == 4, statements
     with raw(opened.path) as db:
         for sql in lookups:
