@@ -77,7 +77,8 @@ def request_axes(bench: Bench, axes: set[str], args: argparse.Namespace, results
              + ", ".join(f"{n} {kb / 1024:.1f} MB" for n, kb in results["idle_rss_kb"].items()))
     common = dict(workdir=bench.workdir, rounds=args.rounds, progress=progress)
     if "relay" in axes:
-        results["relay"] = throughput.relayed([*peers, bench.naive_peer(), bench.floor_peer(), bench.bare_peer()], seconds=args.seconds, **common)
+        scale = [bench.naive_peer(), bench.floor_peer(), bench.bare_peer()]
+        results["relay"] = throughput.relayed([*peers, *scale], seconds=args.seconds, **common)
     if "minting" in axes:
         minters = [p for p in gateways if p.chain is not None and "auth" in p.chain.names]
         problem = minting_problem(minters) if minters else "no gateway has the auth plugin, which minting needs"

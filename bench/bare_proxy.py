@@ -3,7 +3,7 @@ of ~40 lines on httptools (llhttp) and uvloop, no aiohttp, no policy. Beside the
 client behind aiohttp's server) it shows what aiohttp's server costs a relayed request, which is what
 a server protocol of the gateway's own could win.
 
-    python -m bench.bare_proxy --port 8082 --upstream-port 8080
+    python -m bench.bare_proxy --port 8082 --upstream http://127.0.0.1:8080
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+
+from urllib.parse import urlsplit
 
 import httptools
 import uvloop
@@ -51,14 +53,15 @@ class BareRelay(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode()
-        self.previous = asyncio.get_running_loop().create_task(self.answer(method, self.url, self.body, self.previous))
+        answering = self.answer(method, self.url, self.body, self.previous)
+        self.previous = asyncio.get_running_loop().create_task(answering)
 
     async def answer(self, method: str, url: bytes, body: bytes, previous: asyncio.Task[None] | None) -> None:
         status, raw = 404, b"{}"
         if url.startswith(PREFIX):
             try:
-                answer = await self.client.send(method, "/v1/chatkit/" + url[len(PREFIX):].decode(), JSON, body or None,
-                                                idle_timeout=None, deadline=None)
+                target = "/v1/chatkit/" + url[len(PREFIX):].decode()
+                answer = await self.client.send(method, target, JSON, body or None, idle_timeout=None, deadline=None)
                 try:
                     status, raw = answer.status, await answer.read()
                 finally:
@@ -72,8 +75,10 @@ class BareRelay(asyncio.Protocol):
                                  % (status, len(raw), raw))
 
 
-async def serve(port: int, upstream_port: int) -> None:
-    client = http1.Client(http1.Origin("http", "127.0.0.1", upstream_port), ssl_context=None, connect_timeout=5.0)
+async def serve(port: int, upstream: str) -> None:
+    parts = urlsplit(upstream)
+    client = http1.Client(http1.Origin("http", parts.hostname or "", parts.port or 80), ssl_context=None,
+                          connect_timeout=5.0)
     server = await asyncio.get_running_loop().create_server(lambda: BareRelay(client), "127.0.0.1", port,
                                                             backlog=1024)
     gc.freeze()  # as the gateway does after start-up
@@ -84,9 +89,9 @@ async def serve(port: int, upstream_port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bare_proxy")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream-port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
     args = parser.parse_args()
-    uvloop.run(serve(args.port, args.upstream_port))
+    uvloop.run(serve(args.port, args.upstream))
 
 
 if __name__ == "__main__":

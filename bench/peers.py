@@ -118,28 +118,25 @@ class Bench:
 
     def naive_peer(self) -> Peer:
         """The naive aiohttp proxy (bench/naive_proxy.py) in front of the JSON upstream, for scale."""
-        return self._scale_peer("naive aiohttp proxy", "aiohttp")
+        return self._scale_peer("naive aiohttp proxy", "aiohttp", "bench.naive_proxy", "--client", "aiohttp")
 
     def floor_peer(self) -> Peer:
         """aiohttp's server and the gateway's upstream client, no policy: the ceiling of this architecture."""
-        return self._scale_peer("floor: aiohttp server + gateway client", "gateway")
-
-    def _scale_peer(self, name: str, client: str) -> Peer:
-        port = free_port()
-        process = self._start(Process(name, [sys.executable, "-m", "bench.naive_proxy", "--port", str(port),
-                                             "--upstream", f"http://127.0.0.1:{self.json_port}", "--client", client],
-                                      cpu=PROXY_CPU, log=self.workdir / f"proxy-{client}.log",
-                                      cwd=str(Path(__file__).resolve().parent.parent)), port)
-        return Peer(name, port, "/api/chatkit/sessions", "", process)
+        return self._scale_peer("floor: aiohttp server + gateway client", "gateway", "bench.naive_proxy",
+                                "--client", "gateway")
 
     def bare_peer(self) -> Peer:
         """The gateway's upstream client behind a bare httptools server: what aiohttp's server costs."""
+        return self._scale_peer("bare: httptools server + gateway client", "bare", "bench.bare_proxy")
+
+    def _scale_peer(self, name: str, tag: str, module: str, *options: str) -> Peer:
+        """A policy-free proxy of bench/ (`module`) in front of the JSON upstream, on the proxy CPU."""
         port = free_port()
-        process = self._start(Process("bare", [sys.executable, "-m", "bench.bare_proxy", "--port", str(port),
-                                               "--upstream-port", str(self.json_port)],
-                                      cpu=PROXY_CPU, log=self.workdir / "proxy-bare.log",
+        process = self._start(Process(name, [sys.executable, "-m", module, "--port", str(port),
+                                             "--upstream", f"http://127.0.0.1:{self.json_port}", *options],
+                                      cpu=PROXY_CPU, log=self.workdir / f"proxy-{tag}.log",
                                       cwd=str(Path(__file__).resolve().parent.parent)), port)
-        return Peer("bare: httptools server + gateway client", port, "/api/chatkit/sessions", "", process)
+        return Peer(name, port, "/api/chatkit/sessions", "", process)
 
     def nginx_peer(self) -> Peer:
         return Peer("nginx", self.nginx_port, "/api/chatkit/sessions", "/api/chatkit/stream", self.nginx)
