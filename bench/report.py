@@ -36,7 +36,8 @@ def the_gateway(results: dict) -> str:
     """The peer the targets are about: the shipped chain when it was measured, else the empty chain."""
     shipped = "gateway (shipped chain)"
     measured = [results.get("relay", {}), results.get("latency_c1", {}), *results.get("streams", {}).values()]
-    return shipped if any(shipped in section for section in measured) else "gateway (empty chain)"
+    ran_on = [results.get(axis, {}).get("peer") for axis in ("max_streams", "soak")]
+    return shipped if any(shipped in section for section in measured) or shipped in ran_on else "gateway (empty chain)"
 
 
 def targets(results: dict) -> list[tuple[str, str, bool | None]]:
@@ -105,7 +106,8 @@ def markdown(results: dict) -> str:
                      [[n, num(r["rps"]), num(r["p50_ms"]), num(r["p99_ms"]), str(r["errors"]),
                        num(r.get("cpu_us_per_req"), 0)] for n, r in relay.items()])
     minting = results.get("minting", {})
-    out += ["**2. Session minting `POST /api/chatkit/session`**, 64 connections", ""]
+    if minting:
+        out += ["**2. Session minting `POST /api/chatkit/session`**, 64 connections", ""]
     if "skipped" in minting:
         out += [f"Not measured: {minting['skipped']}", ""]
     elif minting:
