@@ -32,6 +32,12 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def wrk_table(by_peer: dict) -> list[str]:
+    return table(["peer", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU µs/req"],
+                 [[n, num(r["rps"]), num(r["p50_ms"]), num(r["p99_ms"]), str(r["errors"]),
+                   num(r.get("cpu_us_per_req"), 0)] for n, r in by_peer.items()])
+
+
 def the_gateway(results: dict) -> str:
     """The peer the targets are about: the shipped chain when it was measured, else the empty chain."""
     shipped = "gateway (shipped chain)"
@@ -102,18 +108,11 @@ def markdown(results: dict) -> str:
     if relay:
         out += [f"**1. Relayed `POST /api/chatkit/sessions`**, wrk, 64 connections, median of {opts['rounds']} "
                 f"interleaved rounds × {opts['seconds']:g} s", ""]
-        out += table(["peer", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU µs/req"],
-                     [[n, num(r["rps"]), num(r["p50_ms"]), num(r["p99_ms"]), str(r["errors"]),
-                       num(r.get("cpu_us_per_req"), 0)] for n, r in relay.items()])
-    minting = results.get("minting", {})
+        out += wrk_table(relay)
+    minting = results.get("minting")
     if minting:
         out += ["**2. Session minting `POST /api/chatkit/session`**, 64 connections", ""]
-    if "skipped" in minting:
-        out += [f"Not measured: {minting['skipped']}", ""]
-    elif minting:
-        out += table(["peer", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU µs/req"],
-                     [[n, num(r["rps"]), num(r["p50_ms"]), num(r["p99_ms"]), str(r["errors"]),
-                       num(r.get("cpu_us_per_req"), 0)] for n, r in minting.items()])
+        out += [f"Not measured: {minting['skipped']}", ""] if "skipped" in minting else wrk_table(minting)
     c1 = results.get("latency_c1")
     if c1:
         out += [f"**3. Latency at concurrency 1** (wrk -c1), median of {opts['rounds']} rounds × "
