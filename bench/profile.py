@@ -35,10 +35,17 @@ def py_spy() -> str:
 IDLE_LEAVES = ("_connection_worker_thread (aiosqlite/core.py:59)",)  # aiosqlite's thread blocked on its queue
 
 
+def source_file(frame: str) -> str:
+    """"Client._exchange (gateway/http1.py:652)" -> "gateway/http1.py"."""
+    _, _, where = frame.rpartition(" (")
+    return where.rpartition(":")[0] or frame
+
+
 def summarize(collapsed: Path, top: int = 30) -> str:
     """Top frames by own and inclusive samples. A `run_app` leaf is the uvloop loop itself: its C code
     (I/O callbacks, the C HTTP parser) and its idle time, which py-spy cannot see into."""
     own: collections.Counter[str] = collections.Counter()
+    own_by_file: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
@@ -51,10 +58,13 @@ def summarize(collapsed: Path, top: int = 30) -> str:
             continue
         total += count
         own[frames[-1]] += count
+        own_by_file[source_file(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
     lines = [f"{total} samples", "", "own time (the frame itself was running):"]
     lines += [f"{count * 100 / total:5.1f}%  {frame}" for frame, count in own.most_common(top)]
+    lines += ["", "own time by file (a C call is counted in the Python line that made it):"]
+    lines += [f"{count * 100 / total:5.1f}%  {name}" for name, count in own_by_file.most_common(top)]
     lines += ["", "inclusive time (the frame was on the stack):"]
     lines += [f"{count * 100 / total:5.1f}%  {frame}" for frame, count in inclusive.most_common(top)]
     return "\n".join(lines)
