@@ -55,16 +55,12 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact(record.getMessage())
         record.args = None
-        redact_fields(record.__dict__)
+        fields = record.__dict__
+        for name in ALLOWED_NAMES.intersection(fields):  # the allowed fields this record has
+            value = fields[name]
+            if isinstance(value, str):
+                fields[name] = redact(value)
         return True
-
-
-def redact_fields(fields: dict[str, Any]) -> None:
-    """Mask secrets in the text of every allowed field of `fields`, in place."""
-    for name in ALLOWED_NAMES.intersection(fields):
-        value = fields[name]
-        if isinstance(value, str):
-            fields[name] = redact(value)
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,7 +76,12 @@ class JsonFormatter(logging.Formatter):
         return f"{text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        line = self.line_of(record.name, record.levelname, record.created, record.getMessage(), record.__dict__)
+        line: dict[str, Any] = {"ts": self.timestamp(record.created), "level": record.levelname,
+                                "logger": record.name, "msg": record.getMessage()}
+        fields = record.__dict__
+        for name in ALLOWED_FIELDS:
+            if name in fields:  # a field the emitter names is kept, null included (access lines have a fixed set)
+                line[name] = fields[name]
         if record.exc_info:
             line["traceback"] = redact(self.formatException(record.exc_info))
         return encoded(line)
@@ -93,13 +94,6 @@ class JsonFormatter(logging.Formatter):
             if field in ALLOWED_NAMES:
                 line[field] = redact(value) if isinstance(value, str) else value
         return encoded(line)
-
-    def line_of(self, name: str, level: str, created: float, message: str, fields: dict[str, Any]) -> dict[str, Any]:
-        line: dict[str, Any] = {"ts": self.timestamp(created), "level": level, "logger": name, "msg": message}
-        for field in ALLOWED_FIELDS:
-            if field in fields:  # a field the emitter names is kept, null included (access lines have a fixed set)
-                line[field] = fields[field]
-        return line
 
 
 def encoded(line: dict[str, Any]) -> str:
