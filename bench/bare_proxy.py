@@ -12,14 +12,13 @@ import argparse
 import asyncio
 import gc
 
-from urllib.parse import urlsplit
-
 import httptools
 import uvloop
 
 from gateway import http1
 
-JSON = {"Content-Type": "application/json"}
+from .naive_proxy import relayed, upstream_client
+
 PREFIX = b"/api/chatkit/"
 
 
@@ -60,12 +59,7 @@ class BareRelay(asyncio.Protocol):
         status, raw = 404, b"{}"
         if url.startswith(PREFIX):
             try:
-                target = "/v1/chatkit/" + url[len(PREFIX):].decode()
-                answer = await self.client.send(method, target, JSON, body or None, idle_timeout=None, deadline=None)
-                try:
-                    status, raw = answer.status, await answer.read()
-                finally:
-                    self.client.release(answer)
+                status, raw = await relayed(self.client, method, url[len(PREFIX):].decode(), body or None)
             except http1.TransportError:
                 status, raw = 502, b"{}"
         if previous is not None:
@@ -76,9 +70,7 @@ class BareRelay(asyncio.Protocol):
 
 
 async def serve(port: int, upstream: str) -> None:
-    parts = urlsplit(upstream)
-    client = http1.Client(http1.Origin("http", parts.hostname or "", parts.port or 80), ssl_context=None,
-                          connect_timeout=5.0)
+    client = upstream_client(upstream)
     server = await asyncio.get_running_loop().create_server(lambda: BareRelay(client), "127.0.0.1", port,
                                                             backlog=1024)
     gc.freeze()  # as the gateway does after start-up

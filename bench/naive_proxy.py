@@ -35,16 +35,25 @@ async def relay(request: web.Request) -> web.Response:
         return web.Response(body=await answer.read(), status=answer.status, content_type="application/json")
 
 
-async def relay_http1(request: web.Request) -> web.Response:
-    body = await request.read()
-    client = request.app[HTTP1]
-    answer = await client.send(request.method, "/v1/chatkit/" + request.match_info["tail"], JSON, body,
-                               idle_timeout=None, deadline=None)
+def upstream_client(upstream: str) -> http1.Client:
+    """The gateway's upstream client for `upstream` (http://host:port), as bare_proxy uses it too."""
+    parts = urlsplit(upstream)
+    return http1.Client(http1.Origin("http", parts.hostname or "", parts.port or 80), ssl_context=None,
+                        connect_timeout=5.0)
+
+
+async def relayed(client: http1.Client, method: str, tail: str, body: bytes | None) -> tuple[int, bytes]:
+    """POST/GET… /v1/chatkit/<tail> upstream through `client`: the answer's status and whole body."""
+    answer = await client.send(method, "/v1/chatkit/" + tail, JSON, body, idle_timeout=None, deadline=None)
     try:
-        raw = await answer.read()
+        return answer.status, await answer.read()
     finally:
         client.release(answer)
-    return web.Response(body=raw, status=answer.status, content_type="application/json")
+
+
+async def relay_http1(request: web.Request) -> web.Response:
+    status, raw = await relayed(request.app[HTTP1], request.method, request.match_info["tail"], await request.read())
+    return web.Response(body=raw, status=status, content_type="application/json")
 
 
 async def client_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -54,9 +63,7 @@ async def client_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def http1_ctx(app: web.Application) -> AsyncIterator[None]:
-    parts = urlsplit(app[UPSTREAM])
-    app[HTTP1] = http1.Client(http1.Origin("http", parts.hostname or "", parts.port or 80), ssl_context=None,
-                              connect_timeout=5.0)
+    app[HTTP1] = upstream_client(app[UPSTREAM])
     gc.freeze()  # as the gateway does after start-up
     yield
     await app[HTTP1].close()
